@@ -1,0 +1,396 @@
+"""Command line: thin subcommands that parse arguments, call one function and print."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+from seqkd.fsutil import SeqkdError
+
+log = logging.getLogger("seqkd")
+
+
+# --- shared argument groups ---------------------------------------------------------------------
+def _data_args(p: argparse.ArgumentParser, split: str | None = None) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--corpus", default=None, help="named corpus (default: multi30k)")
+    g.add_argument("--src", default=None, help="source language (default de)")
+    g.add_argument("--tgt", default=None, help="target language (default en)")
+    g.add_argument("--data-dir", default=None, help="local copy of the corpus files (else $SEQKD_DATA, else download)")
+    if split:
+        g.add_argument("--split", default=split, help=f"corpus split (default {split})")
+
+
+def _decode_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("decoding")
+    g.add_argument("--engine", choices=["ct2", "hf"], default="ct2", help="CTranslate2 (default) or HF generate")
+    g.add_argument("--beam", type=int, default=5, help="beam size (1 = greedy)")
+    g.add_argument("--int8", action="store_true", help="CTranslate2 int8 weights")
+    g.add_argument("--max-tokens", type=int, default=4096, help="source tokens per batch")
+    g.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all)")
+
+
+def _decode_cfg(a):
+    from seqkd.decode import DecodeConfig
+
+    return DecodeConfig(engine=a.engine, beam=a.beam, compute_type="int8" if a.int8 else "float32",
+                        max_tokens=a.max_tokens, threads=a.threads)
+
+
+def _data_cfg(a, base=None):
+    from seqkd.data import DataConfig
+
+    dc = base or DataConfig()
+    for k in ("corpus", "src", "tgt", "data_dir"):
+        if getattr(a, k, None) is not None:
+            setattr(dc, k, getattr(a, k))
+    return dc
+
+
+def _read_input(path: str | None) -> list[str]:
+    from seqkd.corpus import read_lines
+
+    if path in (None, "-"):
+        try:
+            return sys.stdin.buffer.read().decode("utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise SeqkdError(f"<stdin>: invalid UTF-8 ({e})") from e
+    return read_lines(path)
+
+
+# --- commands -----------------------------------------------------------------------------------
+def cmd_vocab(a) -> None:
+    from seqkd.config import load_run_config
+    from seqkd.data import load_pairs
+    from seqkd.vocab import train_vocab
+
+    cfg = load_run_config(a.config, a.set)
+    cfg.data = _data_cfg(a, cfg.data)
+    src, tgt = load_pairs(cfg.data, "train")
+    v = train_vocab(src, tgt, cfg.vocab, a.out)
+    print(f"{a.out}: {v.size} ids")
+
+
+def cmd_train(a) -> None:
+    from seqkd.config import dump, load_run_config
+    from seqkd.data import load_pairs
+    from seqkd.models import build_model, load_model
+    from seqkd.train import TrainData, train
+    from seqkd.vocab import Vocab, train_vocab
+
+    cfg = load_run_config(a.config, a.set)
+    cfg.data = _data_cfg(a, cfg.data)
+    if a.size:
+        cfg.model.size = a.size
+    if a.minutes is not None:
+        cfg.train.max_minutes = a.minutes
+    if a.epochs is not None:
+        cfg.train.max_epochs = a.epochs
+    if a.init_from:
+        cfg.train.init_from = a.init_from
+    if a.distilled:
+        cfg.data.distilled = a.distilled
+    if a.teacher:
+        cfg.kd.teacher = a.teacher
+    if a.topk_cache:
+        cfg.kd.topk_cache = a.topk_cache
+    if a.word_kd is not None:
+        cfg.train.loss.word_kd_alpha = a.word_kd
+    if cfg.train.loss.word_kd_alpha > 0 and not (cfg.kd.teacher or cfg.kd.topk_cache):
+        raise SeqkdError("Word-KD (word_kd_alpha > 0) needs --teacher DIR or --topk-cache DIR")
+    out = Path(a.out)
+    text = dump(cfg)
+    saved = out / "seqkd.yaml"
+    if saved.exists() and saved.read_text() != text and not (out / "train_result.json").exists():
+        raise SeqkdError(f"{saved}: this folder holds a run with a different config; use another --out")
+    src, tgt = load_pairs(cfg.data, "train")
+    val = load_pairs(cfg.data, "val")
+    if cfg.train.init_from:
+        vocab = Vocab(cfg.train.init_from)
+        model = load_model(cfg.train.init_from)
+    else:
+        vocab = Vocab(a.vocab) if a.vocab else train_vocab(src, tgt, cfg.vocab, out / "vocab")
+        model = build_model(cfg.model, vocab.size, vocab.pad_id, vocab.eos_id, seed=cfg.train.seed)
+    teacher_fn = None
+    if cfg.train.loss.word_kd_alpha > 0:
+        from seqkd.kd import offline_teacher, online_teacher
+
+        if cfg.kd.topk_cache:
+            teacher_fn = offline_teacher(cfg.kd.topk_cache, vocab, src, tgt)
+        else:
+            teacher_fn = online_teacher(cfg.kd.teacher, vocab)
+    res = train(out, cfg.train, model, vocab, TrainData(src, tgt, *val), teacher_fn=teacher_fn, config_text=text)
+    print(json.dumps(res, indent=2))
+
+
+def cmd_distill(a) -> None:
+    from seqkd.config import RunConfig, load_run_config
+    from seqkd.data import load_pairs
+    from seqkd.distill import DistillConfig, distill
+
+    cfg = load_run_config(a.config, a.set, cls=RunConfig)
+    cfg.data = _data_cfg(a, cfg.data)
+    if a.distilled:
+        cfg.data.distilled = a.distilled
+    src, tgt = load_pairs(cfg.data, "train")
+    if a.mode == "topk":
+        from seqkd.kd import build_topk_cache
+
+        build_topk_cache(a.teacher, src, tgt, a.out, k=a.topk, temperature=a.temperature, max_tokens=a.max_tokens,
+                         shard_size=a.shard_size)
+        print(f"{a.out}: top-{a.topk} teacher probabilities for {len(src)} pairs")
+        return
+    dc = DistillConfig(mode=a.mode, beam=a.beam or (35 if a.mode == "seq_inter" else 5), metric=a.metric,
+                       fraction=a.fraction, filter_worst=a.filter_worst, max_len_ratio=a.max_len_ratio,
+                       engine=a.engine, compute_type="int8" if a.int8 else "float32", max_tokens=a.max_tokens,
+                       shard_size=a.shard_size)
+    m = distill(a.teacher, src, tgt, a.out, dc)
+    print(json.dumps({k: m[k] for k in ("pairs", "dropped", "mean_teacher_score")}, indent=2))
+
+
+def cmd_prune(a) -> None:
+    from seqkd.config import load_run_config
+    from seqkd.data import load_pairs
+    from seqkd.prune import PruneConfig, prune_and_retrain
+    from seqkd.train import TrainData
+
+    cfg = load_run_config(a.config, a.set)
+    cfg.data = _data_cfg(a, cfg.data)
+    if a.distilled:
+        cfg.data.distilled = a.distilled
+    cfg.train.max_epochs = a.epochs
+    if a.minutes is not None:
+        cfg.train.max_minutes = a.minutes
+    pc = PruneConfig(sparsity=a.sparsity, scheme=a.scheme, include_embeddings=not a.no_embeddings, rounds=a.rounds)
+    data = TrainData(*load_pairs(cfg.data, "train"), *load_pairs(cfg.data, "val")) if a.epochs > 0 else None
+    print(json.dumps(prune_and_retrain(a.model, a.out, pc, cfg.train, data), indent=2))
+
+
+def cmd_export(a) -> None:
+    from seqkd.prune import export_ct2
+
+    print(json.dumps(export_ct2(a.model, a.out, a.quantization), indent=2))
+
+
+def load_preset(name: str):
+    """A preset by name (seqkd/presets/NAME.yaml) or a path to a YAML file the user copied and edited."""
+    from seqkd.config import apply_overrides, from_dict, load_yaml
+    from seqkd.pipeline import ReproduceConfig
+
+    path = Path(name) if name.endswith((".yaml", ".yml")) else Path(__file__).parent / "presets" / f"{name}.yaml"
+    if not path.exists():
+        known = ", ".join(p.stem for p in (Path(__file__).parent / "presets").glob("*.yaml"))
+        raise SeqkdError(f"unknown preset {name!r} (known: {known}; or give a .yaml path)")
+    return from_dict(ReproduceConfig, apply_overrides(load_yaml(path), []))
+
+
+def cmd_reproduce(a) -> None:
+    from seqkd.config import apply_overrides, from_dict, to_dict
+    from seqkd.pipeline import ReproduceConfig, reproduce
+
+    cfg = load_preset(a.preset)
+    cfg = from_dict(ReproduceConfig, apply_overrides(to_dict(cfg), a.set))
+    cfg.data = _data_cfg(a, cfg.data)
+    if a.threads:
+        cfg.threads = a.threads
+    out = a.out or f"runs/{cfg.preset}-{cfg.data.src}-{cfg.data.tgt}"
+    res = reproduce(cfg, out, progress=not a.quiet)
+    print(f"{out}/report.md")
+    for r in res["systems"]:
+        print(f"{r['name']:28s} BLEU greedy {r['bleu_greedy']:6.2f}  beam {r['bleu_beam']:6.2f}  "
+              f"non-zero {r['params_nonzero'] / 1e6:6.2f}M  {r['sent_per_s_greedy']:7.1f} sent/s greedy")
+
+
+def cmd_translate(a) -> None:
+    from seqkd.decode import Translator, write_lines
+
+    lines = _read_input(a.input)
+    tr = Translator(a.model, _decode_cfg(a))
+    hyps = tr.translate(lines, beam=a.beam, nbest=a.nbest, progress=a.output not in (None, "-"))
+    if a.nbest > 1:
+        out = [f"{i} ||| {h.text} ||| {h.score:.4f}" for i, hs in enumerate(hyps) for h in hs]
+    else:
+        out = [hs[0].text for hs in hyps]
+    write_lines(a.output, out)
+
+
+def cmd_evaluate(a) -> None:
+    from seqkd.corpus import read_parallel
+    from seqkd.data import DataConfig, load_pairs
+    from seqkd.evaluate import evaluate
+    from seqkd.fsutil import write_json
+
+    if a.source or a.reference:
+        if not (a.source and a.reference):
+            raise SeqkdError("--source and --reference go together")
+        src, ref = read_parallel(a.source, a.reference)
+        test = a.source
+    else:
+        dc = _data_cfg(a, DataConfig(test_split=a.split))
+        src, ref = load_pairs(dc, "test")
+        test = f"{dc.corpus}:{a.split}:{dc.src}-{dc.tgt}"
+    res, greedy, beam = evaluate(a.model, src, ref, _decode_cfg(a))
+    d = {"model": a.model, "test_set": test, **res.as_dict()}
+    print(json.dumps(d, indent=2))
+    if a.out:
+        write_json(a.out, d)
+    if a.write_hyps:
+        from seqkd.decode import write_lines
+
+        write_lines(f"{a.write_hyps}.greedy", greedy)
+        write_lines(f"{a.write_hyps}.beam{a.beam}", beam)
+
+
+def cmd_bench(a) -> None:
+    from seqkd.bench import bench, table
+    from seqkd.data import DataConfig, load_pairs
+    from seqkd.fsutil import write_json
+
+    src, _ = load_pairs(_data_cfg(a, DataConfig(test_split=a.split)), "test")
+    if a.max_sents:
+        src = src[: a.max_sents]
+    rows = bench(a.model, src, a.engines.split(","), beam=a.beam, threads=a.threads, cfg=_decode_cfg(a),
+                 repeats=a.repeats)
+    print(table(rows))
+    if a.out:
+        write_json(a.out, rows)
+
+
+# --- parser -------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="seqkd", description="Sequence-level knowledge distillation for NMT.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("vocab", help="train a SentencePiece vocabulary on the training split")
+    _data_args(s)
+    s.add_argument("--config", help="YAML run config")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. vocab.size=16000")
+    s.add_argument("--out", required=True, help="output folder")
+    s.set_defaults(func=cmd_vocab)
+
+    s = sub.add_parser("train", help="train a model (resumes when --out holds an unfinished run)")
+    _data_args(s)
+    s.add_argument("--config", help="YAML run config (see `seqkd/presets/`)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.lr=5e-4")
+    s.add_argument("--size", help="named model size: tiny, student-small, student, base, teacher")
+    s.add_argument("--vocab", help="existing vocabulary folder (default: train one into OUT/vocab)")
+    s.add_argument("--init-from", help="fine-tune this model folder instead of starting from scratch")
+    s.add_argument("--minutes", type=float, help="training-time budget")
+    s.add_argument("--epochs", type=int, help="maximum epochs")
+    s.add_argument("--distilled", help="train on this `seqkd distill` folder (Seq-KD / Seq-Inter data)")
+    s.add_argument("--teacher", help="Word-KD teacher model folder (online: teacher forward in the loop)")
+    s.add_argument("--topk-cache", help="Word-KD from a cached teacher top-k (`seqkd distill --mode topk`)")
+    s.add_argument("--word-kd", type=float, help="Word-KD weight a in (1 - a) NLL + a KD (paper: 0.5)")
+    s.add_argument("--out", required=True, help="run folder (the best model is saved there)")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("distill", help="teacher outputs for the training set: Seq-KD, Seq-Inter, or Word-KD top-k")
+    _data_args(s)
+    s.add_argument("--teacher", required=True, help="teacher model folder (seqkd or a local HF Marian/OPUS-MT)")
+    s.add_argument("--mode", choices=["seq_kd", "seq_inter", "topk"], default="seq_kd",
+                   help="seq_kd: beam output; seq_inter: n-best pick closest to the reference; topk: Word-KD cache")
+    s.add_argument("--config", help="YAML run config (its data section is used)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    s.add_argument("--distilled", help="distil the pairs of this folder instead (e.g. top-k over Seq-KD data)")
+    s.add_argument("--beam", type=int, default=0, help="beam / n-best size (default 5; seq_inter 35)")
+    s.add_argument("--metric", choices=["bleu", "chrf"], default="bleu", help="Seq-Inter similarity")
+    s.add_argument("--fraction", type=float, default=1.0, help="Seq-Inter: fraction of the corpus")
+    s.add_argument("--filter-worst", type=float, default=0.0, help="drop this fraction with the lowest teacher score")
+    s.add_argument("--max-len-ratio", type=float, default=0.0, help="drop pairs with a larger length ratio")
+    s.add_argument("--shard-size", type=int, default=2000, help="pairs per resumable shard")
+    s.add_argument("--topk", type=int, default=8, help="top-k size for --mode topk")
+    s.add_argument("--temperature", type=float, default=1.0, help="teacher temperature for --mode topk")
+    s.add_argument("--engine", choices=["ct2", "hf"], default="ct2", help="decoding engine")
+    s.add_argument("--int8", action="store_true", help="CTranslate2 int8 teacher")
+    s.add_argument("--max-tokens", type=int, default=4096, help="tokens per batch")
+    s.add_argument("--out", required=True, help="output folder (resumable)")
+    s.set_defaults(func=cmd_distill)
+
+    s = sub.add_parser("prune", help="magnitude pruning to a target sparsity, then retraining with masks")
+    _data_args(s)
+    s.add_argument("--model", required=True, help="trained model folder")
+    s.add_argument("--sparsity", type=float, required=True, help="fraction of prunable weights set to zero")
+    s.add_argument("--scheme", choices=["class-blind", "class-uniform", "class-distribution"], default="class-blind")
+    s.add_argument("--no-embeddings", action="store_true", help="leave the embedding / output matrix dense")
+    s.add_argument("--rounds", type=int, default=1, help="gradual pruning rounds (each retrains)")
+    s.add_argument("--epochs", type=int, default=2, help="retraining epochs per round (0 = prune only)")
+    s.add_argument("--minutes", type=float, help="retraining-time budget per round")
+    s.add_argument("--distilled", help="retrain on this `seqkd distill` folder (the data the model was trained on)")
+    s.add_argument("--config", help="YAML run config (data and train sections are used)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.lr=2e-4")
+    s.add_argument("--out", required=True, help="output folder (the pruned, retrained model)")
+    s.set_defaults(func=cmd_prune)
+
+    s = sub.add_parser("export", help="CTranslate2 export (int8 by default) with sizes on disk")
+    s.add_argument("--model", required=True, help="model folder")
+    s.add_argument("--quantization", default="int8", help="int8 | int8_float32 | float16 | float32")
+    s.add_argument("--out", required=True, help="output folder")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("reproduce", help="the paper's grid on Multi30k: teacher, students, KD variants, pruning, int8")
+    _data_args(s)
+    s.add_argument("--preset", default="multi30k", help="tiny | multi30k | multi30k-gpu | a YAML file")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. seq_inter_k=10")
+    s.add_argument("--threads", type=int, default=0, help="CPU threads for training and decoding (0 = all)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.add_argument("--out", help="run folder (default runs/PRESET-SRC-TGT); rerun to resume")
+    s.set_defaults(func=cmd_reproduce)
+
+    s = sub.add_parser("translate", help="translate a file or stdin, one output line per input line")
+    s.add_argument("--model", required=True, help="model folder")
+    s.add_argument("--input", "-i", default="-", help="input file (plain or .gz; default stdin)")
+    s.add_argument("--output", "-o", default="-", help="output file (default stdout)")
+    s.add_argument("--nbest", type=int, default=1, help="hypotheses per line ('i ||| text ||| score' when > 1)")
+    _decode_args(s)
+    s.set_defaults(func=cmd_translate)
+
+    s = sub.add_parser("evaluate", help="BLEU/chrF greedy and beam, perplexity, p(t = y_hat)")
+    s.add_argument("--model", required=True, help="model folder")
+    _data_args(s, split="test_2016_flickr")
+    s.add_argument("--source", help="source file (instead of a corpus split)")
+    s.add_argument("--reference", help="reference file")
+    s.add_argument("--out", help="write the scores as JSON")
+    s.add_argument("--write-hyps", metavar="PREFIX", help="write PREFIX.greedy and PREFIX.beamK")
+    _decode_args(s)
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("bench", help="sentences/s and tokens/s per engine, greedy and beam")
+    s.add_argument("--model", required=True, help="model folder")
+    _data_args(s, split="test_2016_flickr")
+    s.add_argument("--engines", default="hf,ct2,ct2-int8", help="comma list of hf, ct2, ct2-int8")
+    s.add_argument("--max-sents", type=int, default=0, help="use only the first N sentences")
+    s.add_argument("--repeats", type=int, default=1, help="report the best of N timings")
+    s.add_argument("--out", help="write the rows as JSON")
+    _decode_args(s)
+    s.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "transformers", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*sacremoses.*")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except Exception:  # pragma: no cover
+        pass
+    try:
+        a.func(a)
+    except SeqkdError as e:
+        print(f"seqkd: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("seqkd: interrupted", file=sys.stderr)
+        return 130
+    return 0

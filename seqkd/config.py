@@ -1,0 +1,127 @@
+"""Typed run configuration: nested dataclasses <-> YAML, unknown keys are errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from seqkd.data import DataConfig
+from seqkd.decode import DecodeConfig
+from seqkd.fsutil import SeqkdError
+from seqkd.models import ModelConfig
+from seqkd.train import TrainConfig
+from seqkd.vocab import VocabConfig
+
+
+@dataclass
+class KDConfig:
+    """Word-KD teacher: online (`teacher`, a model folder) or offline (`topk_cache`, from `seqkd distill --mode topk`).
+
+    The loss weight and temperature live in train.loss (word_kd_alpha, temperature).
+    """
+
+    teacher: str | None = None
+    topk_cache: str | None = None
+
+
+@dataclass
+class RunConfig:
+    """Everything `seqkd train` needs; saved as seqkd.yaml beside the model it produced."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    vocab: VocabConfig = field(default_factory=VocabConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    kd: KDConfig = field(default_factory=KDConfig)
+
+
+def from_dict(cls, d: dict | None, where: str = ""):
+    """Build dataclass `cls` from a dict, recursing into nested dataclasses; unknown keys raise."""
+    d = d or {}
+    if not isinstance(d, dict):
+        raise SeqkdError(f"config {where or 'root'}: expected a mapping, got {type(d).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise SeqkdError(f"config {where or 'root'}: unknown key(s) {', '.join(sorted(unknown))}; "
+                         f"known: {', '.join(sorted(names))}")
+    kwargs = {}
+    for k, v in d.items():
+        t = hints[k]
+        if dataclasses.is_dataclass(t):
+            kwargs[k] = from_dict(t, v, f"{where}.{k}".strip("."))
+        elif t is tuple or typing.get_origin(t) is tuple:
+            kwargs[k] = tuple(v)
+        elif t in (float, int) and not isinstance(v, bool) and isinstance(v, (int, float, str)):
+            try:
+                kwargs[k] = t(v)
+            except ValueError:
+                raise SeqkdError(f"config {where}.{k}: expected {t.__name__}, got {v!r}") from None
+        elif t is bool and not isinstance(v, bool):
+            raise SeqkdError(f"config {where}.{k}: expected true/false, got {v!r}")
+        else:
+            kwargs[k] = v
+    return cls(**kwargs)
+
+
+def to_dict(obj) -> dict:
+    d = dataclasses.asdict(obj)
+
+    def fix(x):
+        if isinstance(x, tuple):
+            return list(x)
+        if isinstance(x, dict):
+            return {k: fix(v) for k, v in x.items()}
+        return x
+
+    return fix(d)
+
+
+def dump(obj) -> str:
+    return yaml.safe_dump(to_dict(obj), sort_keys=False)
+
+
+def load_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.exists():
+        raise SeqkdError(f"{p}: config file not found")
+    try:
+        return yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise SeqkdError(f"{p}: invalid YAML ({e})") from e
+
+
+def apply_overrides(d: dict, overrides: list[str]) -> dict:
+    """Apply `section.key=value` strings (value parsed as YAML) to a nested dict."""
+    for ov in overrides:
+        if "=" not in ov:
+            raise SeqkdError(f"--set {ov!r}: expected section.key=value")
+        key, value = ov.split("=", 1)
+        cur = d
+        parts = key.split(".")
+        for p in parts[:-1]:
+            cur = cur.setdefault(p, {})
+        cur[parts[-1]] = _parse_value(value)
+    return d
+
+
+def _parse_value(text: str):
+    """YAML scalar, except that numbers YAML 1.1 reads as strings (`8e-4`) become floats."""
+    v = yaml.safe_load(text)
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    return v
+
+
+def load_run_config(path: str | None, overrides: list[str] | None = None, cls=RunConfig):
+    d = load_yaml(path) if path else {}
+    return from_dict(cls, apply_overrides(d, overrides or []))

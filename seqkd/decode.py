@@ -1,0 +1,226 @@
+"""Greedy / beam / n-best translation with scores, one API over two engines.
+
+Engines: CTranslate2 ("ct2", default: converts the HF folder once and caches the conversion beside
+it) and Hugging Face `generate` ("hf"). Both see the same batches (sorted by length, bounded by a
+token budget) and the same maximum length, `max_len_a * longest source + max_len_b` per batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from seqkd.fsutil import SeqkdError, write_json
+from seqkd.vocab import Vocab
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DecodeConfig:
+    engine: str = "ct2"  # ct2 | hf
+    beam: int = 5
+    nbest: int = 1
+    max_len_a: float = 1.5
+    max_len_b: int = 10
+    max_tokens: int = 4096  # source tokens per batch
+    compute_type: str = "float32"  # ct2: float32 | int8 | int8_float32 | ...
+    length_penalty: float = 1.0
+    threads: int = 0  # 0 = torch's default
+    device: str = "cpu"  # cpu | cuda (CTranslate2 and HF)
+
+
+@dataclass
+class Hypothesis:
+    text: str
+    pieces: list[str]
+    score: float  # mean token log-probability (including </s>), CTranslate2's convention
+
+
+def ct2_dir(model_dir: str | Path, quantization: str | None = None) -> Path:
+    """The CTranslate2 conversion of a HF folder, made once and cached (re-made when the weights change)."""
+    model_dir = Path(model_dir)
+    name = "ct2" if quantization in (None, "float32") else f"ct2-{quantization}"
+    out = model_dir / name
+    weights = model_dir / "model.safetensors"
+    if not weights.exists():
+        raise SeqkdError(f"{weights}: weights not found")
+    st = weights.stat()
+    stamp = f"{st.st_size}:{st.st_mtime_ns}"
+    if (out / "seqkd_stamp.txt").exists() and (out / "seqkd_stamp.txt").read_text() == stamp:
+        return out
+    from ctranslate2.converters import TransformersConverter
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=model_dir))
+    try:
+        TransformersConverter(str(model_dir)).convert(str(tmp / "m"), quantization=quantization, force=True)
+        (tmp / "m" / "seqkd_stamp.txt").write_text(stamp)
+        if out.exists():
+            shutil.rmtree(out)
+        (tmp / "m").rename(out)
+    except SeqkdError:
+        raise
+    except Exception as e:
+        raise SeqkdError(f"{model_dir}: CTranslate2 conversion failed ({type(e).__name__}: {e})") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    out, cur, longest = [], [], 0
+    for i in order:
+        if cur and (len(cur) + 1) * max(longest, lengths[i]) > max_tokens:
+            out.append(cur)
+            cur, longest = [], 0
+        cur.append(i)
+        longest = max(longest, lengths[i])
+    if cur:
+        out.append(cur)
+    return out
+
+
+class Translator:
+    """Translate detokenized lines with a HF Marian folder through CTranslate2 or `generate`."""
+
+    def __init__(self, model_dir: str | Path, cfg: DecodeConfig | None = None, model=None):
+        self.cfg = cfg or DecodeConfig()
+        self.model_dir = Path(model_dir)
+        self.vocab = Vocab(self.model_dir)
+        threads = self.cfg.threads or torch.get_num_threads()
+        if self.cfg.engine == "ct2":
+            import ctranslate2
+
+            quant = "int8" if self.cfg.compute_type.startswith("int8") else None
+            path = ct2_dir(self.model_dir, quant)
+            self.ct2 = ctranslate2.Translator(str(path), device=self.cfg.device, compute_type=self.cfg.compute_type,
+                                              inter_threads=1, intra_threads=threads)
+        elif self.cfg.engine == "hf":
+            from seqkd.models import load_model
+
+            self.model = model if model is not None else load_model(self.model_dir)
+            self.model.to(self.cfg.device).eval()
+        else:
+            raise SeqkdError(f"unknown engine {self.cfg.engine!r} (ct2 or hf)")
+
+    def translate(self, lines: list[str], beam: int | None = None, nbest: int | None = None,
+                  progress: bool = False) -> list[list[Hypothesis]]:
+        """One list of `nbest` hypotheses (best first) per input line, in input order.
+
+        Empty lines translate to an empty hypothesis, so output stays aligned with input.
+        """
+        beam = beam or self.cfg.beam
+        nbest = nbest or self.cfg.nbest
+        if nbest > beam:
+            raise SeqkdError(f"nbest ({nbest}) cannot exceed the beam size ({beam})")
+        pieces = self.vocab.src_pieces(lines)
+        results: list[list[Hypothesis] | None] = [None] * len(lines)
+        batches = _batches([len(p) for p in pieces], max(self.cfg.max_tokens // max(1, beam // 4), 64))
+        bar = tqdm(total=len(lines), desc=f"translate ({self.cfg.engine}, beam {beam})", unit="sent",
+                   disable=not progress, leave=False)
+        for idx in batches:
+            src = [pieces[i] for i in idx]
+            max_len = int(self.cfg.max_len_a * max(len(s) for s in src) + self.cfg.max_len_b)
+            run = self._ct2 if self.cfg.engine == "ct2" else self._hf
+            hyps = run(src, beam, nbest, max_len)
+            for i, h in zip(idx, hyps):
+                results[i] = h
+            bar.update(len(idx))
+        bar.close()
+        for i, line in enumerate(lines):
+            if not line.strip():
+                results[i] = [Hypothesis("", [], 0.0)] * nbest
+        return results  # type: ignore[return-value]
+
+    def score(self, src: list[str], tgt: list[str]) -> list[tuple[float, int]]:
+        """Forced-decoding log-probability of each target given its source: (sum of log-probs, tokens).
+
+        Tokens include the final `</s>`. Used for perplexity and p(t = y_hat).
+        """
+        v = self.vocab
+        src_p = v.src_pieces(src)
+        tgt_p = [p for p in v.tgt_sp.encode(list(tgt), out_type=str)]
+        out: list[tuple[float, int]] = [(0.0, 0)] * len(src)
+        for idx in _batches([len(p) + len(t) for p, t in zip(src_p, tgt_p)], self.cfg.max_tokens):
+            if self.cfg.engine == "ct2":
+                res = self.ct2.score_batch([src_p[i] for i in idx], [tgt_p[i] for i in idx])
+                for i, r in zip(idx, res):
+                    out[i] = (float(sum(r.log_probs)), len(r.log_probs))
+            else:
+                from seqkd.batching import collate
+                from seqkd.losses import IGNORE, _log_probs
+
+                ids = lambda ps: [v.token_to_id.get(p, v.unk_id) for p in ps]  # noqa: E731
+                b = collate([ids(src_p[i]) for i in idx], [ids(tgt_p[i]) + [v.eos_id] for i in idx], v.pad_id)
+                b = {k: t.to(self.cfg.device) for k, t in b.items()}
+                with torch.no_grad():
+                    logits = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                                        decoder_input_ids=b["decoder_input_ids"]).logits
+                lp = _log_probs(logits, v.pad_id)
+                mask = b["labels"].ne(IGNORE)
+                tok = lp.gather(-1, b["labels"].clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
+                for row, i in enumerate(idx):
+                    out[i] = (float(tok[row].sum()), int(mask[row].sum()))
+        return out
+
+    def _ct2(self, src: list[list[str]], beam: int, nbest: int, max_len: int) -> list[list[Hypothesis]]:
+        out = self.ct2.translate_batch(
+            src, beam_size=beam, num_hypotheses=nbest, max_decoding_length=max_len, return_scores=True,
+            length_penalty=self.cfg.length_penalty,
+        )
+        return [[Hypothesis(self.vocab.decode_pieces(toks), toks, float(score))
+                 for toks, score in zip(r.hypotheses, r.scores)] for r in out]
+
+    @torch.no_grad()
+    def _hf(self, src: list[list[str]], beam: int, nbest: int, max_len: int) -> list[list[Hypothesis]]:
+        from seqkd.batching import pad
+
+        v = self.vocab
+        ids = pad([[v.token_to_id.get(p, v.unk_id) for p in s] for s in src], v.pad_id).to(self.cfg.device)
+        gen = self.model.generate(
+            input_ids=ids, attention_mask=ids.ne(v.pad_id).long(), num_beams=beam, num_return_sequences=nbest,
+            do_sample=False, max_new_tokens=max_len, length_penalty=self.cfg.length_penalty,
+            early_stopping=True, output_scores=True, return_dict_in_generate=True,
+            decoder_start_token_id=v.pad_id, eos_token_id=v.eos_id, pad_token_id=v.pad_id,
+            suppress_tokens=[v.pad_id], bad_words_ids=None, forced_eos_token_id=None,
+        )
+        seqs = gen.sequences[:, 1:]  # drop the decoder start
+        # greedy search reports processed logits, beam search log-probs: normalise only the former
+        scores = self.model.compute_transition_scores(gen.sequences, gen.scores, gen.get("beam_indices"),
+                                                      normalize_logits=beam == 1)
+        out = []
+        for b in range(len(src)):
+            hyps = []
+            for k in range(nbest):
+                row = b * nbest + k
+                toks = seqs[row].tolist()
+                n = toks.index(v.eos_id) + 1 if v.eos_id in toks else len(toks)
+                tok_scores = scores[row][:n]
+                pieces = v.ids_to_pieces(toks[:n])
+                mean = float(tok_scores[torch.isfinite(tok_scores)].mean())
+                hyps.append(Hypothesis(v.decode_pieces(pieces), pieces, mean))
+            out.append(hyps)
+        return out
+
+
+def write_lines(path: str | Path | None, lines: list[str]) -> None:
+    """Write one line per input line (stdout when path is None or '-'), atomically for files."""
+    from seqkd.fsutil import atomic_open
+
+    text = "".join(ln.replace("\n", " ") + "\n" for ln in lines)
+    if path in (None, "-"):
+        os.sys.stdout.write(text)
+    else:
+        with atomic_open(path) as f:
+            f.write(text)
+
+
+__all__ = ["DecodeConfig", "Hypothesis", "Translator", "ct2_dir", "write_lines", "write_json"]

@@ -1,0 +1,78 @@
+"""sacreBLEU BLEU/chrF (with signatures), perplexity and p(t = y_hat) for a model folder."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+from sacrebleu.metrics import BLEU, CHRF
+
+from seqkd.decode import DecodeConfig, Translator
+from seqkd.fsutil import SeqkdError
+
+
+@dataclass
+class Score:
+    score: float
+    signature: str
+
+
+def bleu(hyps: list[str], refs: list[str]) -> Score:
+    """Corpus BLEU on detokenized text (sacreBLEU defaults: 13a tokenization, exp smoothing)."""
+    if len(hyps) != len(refs):
+        raise SeqkdError(f"{len(hyps)} hypotheses but {len(refs)} references")
+    m = BLEU()
+    return Score(m.corpus_score(hyps, [refs]).score, str(m.get_signature()))
+
+
+def chrf(hyps: list[str], refs: list[str]) -> Score:
+    m = CHRF()
+    return Score(m.corpus_score(hyps, [refs]).score, str(m.get_signature()))
+
+
+@dataclass
+class EvalResult:
+    n: int
+    bleu_greedy: float
+    bleu_beam: float
+    chrf_greedy: float
+    chrf_beam: float
+    ppl: float  # perplexity of the references (per target token, incl. </s>)
+    p_beam: float  # mean probability the model gives its own beam output, p(t = y_hat)
+    beam: int
+    engine: str
+    bleu_signature: str
+    chrf_signature: str
+    seconds_greedy: float
+    seconds_beam: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate(model_dir: str, src: list[str], ref: list[str], cfg: DecodeConfig | None = None,
+             progress: bool = True) -> tuple[EvalResult, list[str], list[str]]:
+    """Greedy and beam translation of `src`, scored against `ref`; also PPL and p(t = y_hat).
+
+    Returns the result and the greedy and beam outputs (for writing or significance tests).
+    """
+    cfg = cfg or DecodeConfig()
+    if len(src) != len(ref):
+        raise SeqkdError(f"source has {len(src)} lines but reference has {len(ref)}")
+    tr = Translator(model_dir, cfg)
+    t = time.perf_counter()
+    greedy = [h[0].text for h in tr.translate(src, beam=1, nbest=1, progress=progress)]
+    t_greedy = time.perf_counter() - t
+    t = time.perf_counter()
+    beam_h = [h[0] for h in tr.translate(src, beam=cfg.beam, nbest=1, progress=progress)]
+    t_beam = time.perf_counter() - t
+    beam = [h.text for h in beam_h]
+    ref_scores = tr.score(src, ref)
+    ppl = math.exp(-sum(s for s, _ in ref_scores) / max(1, sum(n for _, n in ref_scores)))
+    own = tr.score(src, beam)
+    p_beam = sum(math.exp(s) for s, _ in own) / max(1, len(own))
+    bg, bb, cg, cb = bleu(greedy, ref), bleu(beam, ref), chrf(greedy, ref), chrf(beam, ref)
+    res = EvalResult(len(src), bg.score, bb.score, cg.score, cb.score, ppl, p_beam, cfg.beam, cfg.engine,
+                     bg.signature, cg.signature, t_greedy, t_beam)
+    return res, greedy, beam

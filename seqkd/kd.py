@@ -1,0 +1,144 @@
+"""Word-KD teachers: online (teacher forward inside the training loop) or offline from a cache of
+the teacher's top-k next-word probabilities, computed once, sharded and resumable.
+
+Both return a `TeacherFn(example_indices, batch)` for `seqkd.train.train`: full logits (B, T, V)
+online, or a (probs (B, T, k), ids (B, T, k)) pair offline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from seqkd.batching import collate, token_batches
+from seqkd.distill import _hash_lines, _weights_hash
+from seqkd.fsutil import SeqkdError, write_json
+from seqkd.losses import _log_probs
+from seqkd.models import load_model
+from seqkd.vocab import Vocab
+
+log = logging.getLogger(__name__)
+
+
+def check_same_vocab(teacher_dir: str | Path, vocab: Vocab) -> Vocab:
+    """Word-KD compares distributions id by id: the teacher must tokenize exactly like the student."""
+    tv = Vocab(teacher_dir)
+    if tv.fingerprint() != vocab.fingerprint():
+        raise SeqkdError(
+            f"{teacher_dir}: the teacher's vocabulary ({tv.size} ids, fingerprint {tv.fingerprint()}) differs from "
+            f"the student's ({vocab.size} ids, {vocab.fingerprint()}); Word-KD needs a shared vocabulary: train the "
+            "student with --vocab pointing at the teacher's folder, or use Seq-KD, which works across vocabularies")
+    return tv
+
+
+def online_teacher(teacher_dir: str | Path, vocab: Vocab):
+    """Teacher forward pass per batch, under no_grad: returns logits (B, T, V)."""
+    check_same_vocab(teacher_dir, vocab)
+    teacher = load_model(teacher_dir)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+
+    def fn(indices: list[int], batch: dict) -> torch.Tensor:
+        teacher.to(batch["input_ids"].device)
+        with torch.no_grad():
+            return teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           decoder_input_ids=batch["decoder_input_ids"]).logits.float()
+
+    return fn
+
+
+def build_topk_cache(teacher_dir: str | Path, src: list[str], tgt: list[str], out_dir: str | Path, k: int = 8,
+                     temperature: float = 1.0, shard_size: int = 2000, max_tokens: int = 4096,
+                     progress: bool = True) -> Path:
+    """Teacher-forced top-k probabilities (renormalised over the k) for every target token of (src, tgt).
+
+    Shards `shard-00000.safetensors` hold probs (N_tok, k) float16, ids (N_tok, k) int32 and
+    offsets (n + 1,) int64; a rerun skips finished shards; `manifest.json` is written last.
+    """
+    teacher_dir, out = Path(teacher_dir), Path(out_dir)
+    vocab = Vocab(teacher_dir)
+    ident = {"teacher_weights": _weights_hash(teacher_dir), "vocab": vocab.fingerprint(), "k": k,
+             "temperature": temperature, "input_sha256": _hash_lines(src, tgt), "pairs": len(src),
+             "shard_size": shard_size}
+    if (out / "manifest.json").exists():
+        if json.loads((out / "manifest.json").read_text()) == ident:
+            return out
+        raise SeqkdError(f"{out / 'manifest.json'}: a cache for another teacher, input or k; use another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    teacher = load_model(teacher_dir)
+    src_ids, tgt_ids = vocab.encode_src(src), vocab.encode_tgt(tgt)
+    n_shards = (len(src) + shard_size - 1) // shard_size
+    bar = tqdm(total=len(src), unit="sent", desc="top-k cache", disable=not progress, dynamic_ncols=True)
+    for s in range(n_shards):
+        path = out / f"shard-{s:05d}.safetensors"
+        lo, hi = s * shard_size, min(len(src), (s + 1) * shard_size)
+        if path.exists():
+            bar.update(hi - lo)
+            continue
+        per_ex: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        local = list(range(lo, hi))
+        for b_idx in token_batches([len(src_ids[i]) for i in local], [len(tgt_ids[i]) for i in local], max_tokens):
+            ex = [local[j] for j in b_idx]
+            b = collate([src_ids[i] for i in ex], [tgt_ids[i] for i in ex], vocab.pad_id)
+            with torch.no_grad():
+                logits = teacher(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                                 decoder_input_ids=b["decoder_input_ids"]).logits
+            lp = _log_probs(logits / temperature, vocab.pad_id)
+            top, ids = lp.topk(k, dim=-1)
+            probs = torch.softmax(top, dim=-1)  # renormalised over the k
+            for row, i in enumerate(ex):
+                n = len(tgt_ids[i])
+                per_ex[i] = (probs[row, :n].half(), ids[row, :n].int())
+            bar.update(len(ex))
+        lens = [len(tgt_ids[i]) for i in local]
+        offsets = torch.tensor([0] + lens, dtype=torch.long).cumsum(0)
+        tmp = path.with_suffix(".tmp")
+        save_file({"probs": torch.cat([per_ex[i][0] for i in local]), "ids": torch.cat([per_ex[i][1] for i in local]),
+                   "offsets": offsets}, str(tmp))
+        tmp.replace(path)
+    bar.close()
+    write_json(out / "manifest.json", ident)
+    return out
+
+
+def offline_teacher(cache_dir: str | Path, vocab: Vocab, src: list[str], tgt: list[str]):
+    """TeacherFn reading a top-k cache built for exactly these (src, tgt) pairs and this vocabulary."""
+    cache = Path(cache_dir)
+    mpath = cache / "manifest.json"
+    if not mpath.exists():
+        raise SeqkdError(f"{mpath}: top-k cache not found or unfinished (run `seqkd distill --mode topk`)")
+    m = json.loads(mpath.read_text())
+    if m["vocab"] != vocab.fingerprint():
+        raise SeqkdError(f"{cache}: top-k cache was built with another vocabulary than the student's")
+    if m["input_sha256"] != _hash_lines(src, tgt):
+        raise SeqkdError(f"{cache}: top-k cache was built for other training data")
+    probs, ids, starts = [], [], []
+    base = 0
+    for s in range((m["pairs"] + m["shard_size"] - 1) // m["shard_size"]):
+        t = load_file(str(cache / f"shard-{s:05d}.safetensors"))
+        probs.append(t["probs"])
+        ids.append(t["ids"])
+        starts.append(t["offsets"][:-1] + base)
+        base += int(t["offsets"][-1])
+    probs_all, ids_all = torch.cat(probs), torch.cat(ids).long()
+    offsets = torch.cat(starts + [torch.tensor([base])])
+    k = probs_all.size(1)
+
+    def fn(indices: list[int], batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        B, T = batch["labels"].shape
+        p = torch.zeros(B, T, k)
+        x = torch.zeros(B, T, k, dtype=torch.long)
+        for row, i in enumerate(indices):
+            a, b = int(offsets[i]), int(offsets[i + 1])
+            if b - a != int(batch["labels"][row].ne(-100).sum()):
+                raise SeqkdError(f"{cache}: cached length of example {i} does not match its tokenization")
+            p[row, : b - a] = probs_all[a:b].float()
+            x[row, : b - a] = ids_all[a:b]
+        return p, x
+
+    return fn

@@ -1,0 +1,123 @@
+"""Named Marian Transformer sizes: build from scratch, save and load as Hugging Face folders."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import MarianConfig, MarianMTModel
+
+from seqkd.fsutil import SeqkdError
+
+log = logging.getLogger(__name__)
+
+# Named sizes. "student"/"teacher" follow the issue (3+3 d256 / 6+6 d512); the CPU presets pick from
+# these by measurement (docs/RESULTS.md). Every field can be overridden (ModelConfig.overrides).
+SIZES: dict[str, dict] = {
+    "tiny": dict(d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                 decoder_attention_heads=4, encoder_ffn_dim=256, decoder_ffn_dim=256, dropout=0.0),
+    "student-small": dict(d_model=128, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                          decoder_attention_heads=4, encoder_ffn_dim=512, decoder_ffn_dim=512, dropout=0.1),
+    "student": dict(d_model=256, encoder_layers=3, decoder_layers=3, encoder_attention_heads=4,
+                    decoder_attention_heads=4, encoder_ffn_dim=1024, decoder_ffn_dim=1024, dropout=0.1),
+    "base": dict(d_model=384, encoder_layers=6, decoder_layers=6, encoder_attention_heads=6,
+                 decoder_attention_heads=6, encoder_ffn_dim=1536, decoder_ffn_dim=1536, dropout=0.1),
+    "teacher": dict(d_model=512, encoder_layers=6, decoder_layers=6, encoder_attention_heads=8,
+                    decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048, dropout=0.1),
+}
+
+
+@dataclass
+class ModelConfig:
+    """A named size plus any MarianConfig field to override (e.g. {"decoder_layers": 1})."""
+
+    size: str = "student"
+    overrides: dict = field(default_factory=dict)
+
+
+def marian_config(cfg: ModelConfig, vocab_size: int, pad_id: int, eos_id: int) -> MarianConfig:
+    if cfg.size not in SIZES:
+        raise SeqkdError(f"unknown model size {cfg.size!r}; known: {', '.join(SIZES)}")
+    fields = dict(SIZES[cfg.size])
+    fields.update(
+        vocab_size=vocab_size, decoder_vocab_size=vocab_size, pad_token_id=pad_id, eos_token_id=eos_id,
+        decoder_start_token_id=pad_id, forced_eos_token_id=eos_id, max_position_embeddings=512,
+        share_encoder_decoder_embeddings=True, tie_word_embeddings=True, scale_embedding=True,
+        activation_function="swish", attention_dropout=0.0, activation_dropout=0.0,
+        num_beams=1, max_length=256, bad_words_ids=[[pad_id]],
+    )
+    unknown = set(cfg.overrides) - set(MarianConfig().to_dict())
+    if unknown:
+        raise SeqkdError(f"unknown MarianConfig field(s) in model overrides: {', '.join(sorted(unknown))}")
+    fields.update(cfg.overrides)
+    return MarianConfig(**fields)
+
+
+def build_model(cfg: ModelConfig, vocab_size: int, pad_id: int, eos_id: int, seed: int = 1) -> MarianMTModel:
+    """A freshly initialised MarianMTModel (the `<pad>` embedding row is zero: decoder start)."""
+    torch.manual_seed(seed)
+    model = MarianMTModel(marian_config(cfg, vocab_size, pad_id, eos_id))
+    with torch.no_grad():
+        model.get_input_embeddings().weight[pad_id].zero_()
+    return model
+
+
+def load_model(model_dir: str | Path) -> MarianMTModel:
+    """Load a Hugging Face Marian folder (safetensors only; never unpickles)."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").exists():
+        raise SeqkdError(f"{model_dir}: not a model folder (config.json not found)")
+    if not (model_dir / "model.safetensors").exists():
+        raise SeqkdError(f"{model_dir / 'model.safetensors'}: weights not found (only safetensors are loaded)")
+    try:
+        model = MarianMTModel.from_pretrained(str(model_dir), use_safetensors=True)
+    except Exception as e:  # corrupt file, wrong architecture
+        raise SeqkdError(f"{model_dir / 'model.safetensors'}: cannot load model ({type(e).__name__}: {e})") from e
+    return model.eval()
+
+
+def save_model(model: MarianMTModel, model_dir: str | Path, extra_files: dict[str, str] | None = None) -> None:
+    """Write config.json + model.safetensors (+ extra text files) atomically into `model_dir`.
+
+    The files are written into a temporary folder first, then each is renamed into place; a folder
+    holding tokenizer files keeps them.
+    """
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".save.", dir=model_dir))
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
+        for f in tmp.iterdir():
+            f.replace(model_dir / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def count_params(model: torch.nn.Module) -> dict[str, int]:
+    """Parameter counts: total, non-embedding (without token/position embeddings), non-zero.
+
+    Tied weights are counted once; fixed sinusoidal position tables are not parameters.
+    """
+    seen: set[int] = set()
+    total = nonzero = embedding = 0
+    for name, p in model.named_parameters(remove_duplicate=True):
+        if id(p) in seen or not p.requires_grad:  # sinusoidal positions are fixed, not parameters
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        nonzero += int(torch.count_nonzero(p).item())
+        if "embed" in name or name.endswith("shared.weight") or "lm_head" in name:
+            embedding += p.numel()
+    return {"total": total, "non_embedding": total - embedding, "nonzero": nonzero}
+
+
+def model_summary(model_dir: str | Path) -> dict:
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    return {k: cfg.get(k) for k in ("d_model", "encoder_layers", "decoder_layers", "vocab_size")}

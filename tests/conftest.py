@@ -1,0 +1,88 @@
+"""Shared fixtures: the local Multi30k copy and a tiny model trained once on a synthetic task."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
+
+
+def pytest_configure(config):
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def multi30k_dir() -> Path:
+    d = Path(os.environ.get("SEQKD_DATA", SHARED_DATA))
+    if not (d / "train.de.gz").exists():
+        pytest.skip(f"no local Multi30k copy at {d}")
+    return d
+
+
+def reverse_task(n: int, seed: int, lo: int = 3, hi: int = 8) -> tuple[list[str], list[str]]:
+    """Random digit strings (space separated) and their reversal."""
+    rng = random.Random(seed)
+    src, tgt = [], []
+    for _ in range(n):
+        digits = [str(rng.randrange(10)) for _ in range(rng.randint(lo, hi))]
+        src.append(" ".join(digits))
+        tgt.append(" ".join(reversed(digits)))
+    return src, tgt
+
+
+@pytest.fixture(scope="session")
+def tiny_reverse(tmp_path_factory):
+    """A `tiny` model trained for a few seconds to reverse digit strings: (model_dir, test src, test tgt)."""
+    from seqkd.models import ModelConfig, build_model
+    from seqkd.train import TrainConfig, TrainData, train
+    from seqkd.vocab import VocabConfig, train_vocab
+
+    root = tmp_path_factory.mktemp("tiny_reverse")
+    src, tgt = reverse_task(4000, seed=1)
+    val_src, val_tgt = reverse_task(100, seed=2)
+    vocab = train_vocab(src, tgt, VocabConfig(size=40), root / "vocab")
+    model = build_model(ModelConfig("tiny"), vocab.size, vocab.pad_id, vocab.eos_id, seed=1)
+    cfg = TrainConfig(max_tokens=512, lr=1e-3, warmup_steps=50, max_epochs=20, log_every=50, ckpt_every=10_000,
+                      val_bleu=False)
+    result = train(root / "model", cfg, model, vocab, TrainData(src, tgt, val_src, val_tgt), progress=False)
+    test_src, test_tgt = reverse_task(200, seed=3)
+    return root / "model", test_src, test_tgt, result
+
+
+def multimodal_task(n: int, seed: int) -> tuple[list[str], list[str]]:
+    """Reversal where half the references shift every digit by +1: two valid outputs per source."""
+    rng = random.Random(seed)
+    src, tgt = reverse_task(n, seed)
+    out = []
+    for t in tgt:
+        if rng.random() < 0.5:
+            t = " ".join(str((int(d) + 1) % 10) for d in t.split())
+        out.append(t)
+    return src, out
+
+
+def write_lines(path: Path, lines: list[str]) -> str:
+    path.write_text("".join(ln + "\n" for ln in lines), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def multimodal_teacher(tmp_path_factory):
+    """A `tiny` teacher trained on the two-mode reversal task: (root, vocab dir, model dir, src, refs)."""
+    from seqkd.models import ModelConfig, build_model
+    from seqkd.train import TrainConfig, TrainData, train
+    from seqkd.vocab import VocabConfig, train_vocab
+
+    root = tmp_path_factory.mktemp("multimodal")
+    src, tgt = multimodal_task(3000, seed=11)
+    vs, vt = multimodal_task(100, seed=12)
+    vocab = train_vocab(src, tgt, VocabConfig(size=40), root / "vocab")
+    model = build_model(ModelConfig("tiny"), vocab.size, vocab.pad_id, vocab.eos_id, seed=1)
+    cfg = TrainConfig(max_tokens=512, lr=1e-3, warmup_steps=50, max_epochs=15, ckpt_every=10_000, val_bleu=False)
+    train(root / "teacher", cfg, model, vocab, TrainData(src, tgt, vs, vt), progress=False)
+    return root, root / "vocab", root / "teacher", src, tgt

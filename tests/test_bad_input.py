@@ -1,0 +1,103 @@
+"""Bad input: one clear line naming the file (and line), exit code 2, no partial output."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+
+import pytest
+
+from seqkd.cli import main
+
+
+def _run(capsys, *argv) -> str:
+    code = main(list(argv))
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("seqkd: error:") and "\n" not in err, err
+    return err
+
+
+def test_translate_invalid_utf8(tmp_path, capsys, tiny_reverse):
+    model_dir = tiny_reverse[0]
+    bad = tmp_path / "in.txt"
+    bad.write_bytes(b"1 2 3\n4 5\n\xff\xfe 6\n")
+    out = tmp_path / "out.txt"
+    err = _run(capsys, "translate", "--model", str(model_dir), "-i", str(bad), "-o", str(out))
+    assert "in.txt:3:" in err and "UTF-8" in err
+    assert not out.exists()
+
+
+def test_evaluate_misaligned(tmp_path, capsys, tiny_reverse):
+    (tmp_path / "s.txt").write_text("1 2\n3 4\n5 6\n")
+    (tmp_path / "r.txt").write_text("2 1\n4 3\n")
+    out = tmp_path / "scores.json"
+    err = _run(capsys, "evaluate", "--model", str(tiny_reverse[0]), "--source", str(tmp_path / "s.txt"),
+               "--reference", str(tmp_path / "r.txt"), "--out", str(out))
+    assert "s.txt has 3 lines" in err and "r.txt has 2" in err
+    assert not out.exists()
+
+
+def test_missing_file_and_missing_model(tmp_path, capsys, tiny_reverse):
+    err = _run(capsys, "translate", "--model", str(tiny_reverse[0]), "-i", str(tmp_path / "nope.txt"),
+               "-o", str(tmp_path / "o.txt"))
+    assert "nope.txt" in err and "not found" in err
+    err = _run(capsys, "translate", "--model", str(tmp_path / "nomodel"), "-i", str(tmp_path / "x"))
+    assert "nomodel" in err
+    assert not (tmp_path / "o.txt").exists()
+
+
+def test_corrupt_model_weights(tmp_path, capsys, tiny_reverse):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_reverse[0], model, ignore=shutil.ignore_patterns("ct2*", "checkpoints"))
+    (model / "model.safetensors").write_bytes(b"not a safetensors file")
+    (tmp_path / "in.txt").write_text("1 2 3\n")
+    for engine in ("hf", "ct2"):
+        err = _run(capsys, "translate", "--model", str(model), "--engine", engine, "-i", str(tmp_path / "in.txt"),
+                   "-o", str(tmp_path / "o.txt"))
+        assert "model" in err
+    assert not (tmp_path / "o.txt").exists()
+
+
+def test_checksum_mismatch_in_data_dir(tmp_path, capsys, multi30k_dir):
+    d = tmp_path / "data"
+    d.mkdir()
+    for f in multi30k_dir.glob("*.gz"):
+        shutil.copy(f, d / f.name)
+    with gzip.open(d / "val.en.gz", "at") as f:
+        f.write("tampered\n")
+    err = _run(capsys, "evaluate", "--model", "unused", "--data-dir", str(d), "--split", "val")
+    assert "val.en.gz" in err and "sha256" in err
+
+
+def test_train_misaligned_files_no_output(tmp_path, capsys):
+    (tmp_path / "a.txt").write_text("a\nb\nc\n")
+    (tmp_path / "b.txt").write_text("a\nb\n")
+    out = tmp_path / "run"
+    err = _run(capsys, "train", "--size", "tiny", "--out", str(out), "--set", f"data.train_src={tmp_path / 'a.txt'}",
+               "--set", f"data.train_tgt={tmp_path / 'b.txt'}")
+    assert "a.txt has 3 lines" in err
+    assert not (out / "model.safetensors").exists()
+
+
+def test_corrupt_checkpoint(tmp_path, capsys, multi30k_dir):
+    from seqkd.fsutil import write_json
+
+    out = tmp_path / "run"
+    ck = out / "checkpoints" / "step-5"
+    ck.mkdir(parents=True)
+    (ck / "model.safetensors").write_bytes(b"garbage")
+    (ck / "optim.safetensors").write_bytes(b"garbage")
+    write_json(ck / "state.json", {"step": 5})
+    write_json(out / "checkpoints" / "latest.json", {"dir": "step-5", "step": 5})
+    err = _run(capsys, "train", "--size", "tiny", "--out", str(out), "--data-dir", str(multi30k_dir),
+               "--set", "data.max_train_pairs=300", "--set", "vocab.size=300")
+    assert "step-5" in err and "corrupt checkpoint" in err
+
+
+@pytest.mark.parametrize("argv", [[], ["vocab"], ["train"], ["translate"], ["evaluate"], ["bench"]])
+def test_help_on_every_command(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv + ["--help"])
+    assert e.value.code == 0
+    assert "usage: seqkd" in capsys.readouterr().out

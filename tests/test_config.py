@@ -1,0 +1,33 @@
+"""Typed configs: YAML round trip, overrides, unknown keys refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from seqkd.config import RunConfig, apply_overrides, dump, from_dict, load_run_config
+from seqkd.fsutil import SeqkdError
+
+
+def test_roundtrip_and_overrides(tmp_path):
+    cfg = RunConfig()
+    cfg.train.lr = 1e-3
+    p = tmp_path / "c.yaml"
+    p.write_text(dump(cfg))
+    overrides = ["model.size=tiny", "train.adam_betas=[0.9, 0.99]", "train.lr=1e-3"]
+    back = load_run_config(str(p), overrides)
+    assert back.train.lr == 1e-3 and isinstance(back.train.lr, float) and back.model.size == "tiny" and back.train.adam_betas == (0.9, 0.99)
+    assert dump(load_run_config(str(p))) == dump(cfg)
+
+
+def test_unknown_keys_are_errors():
+    with pytest.raises(SeqkdError, match="unknown key.*lrr"):
+        from_dict(RunConfig, {"train": {"lrr": 1}})
+    with pytest.raises(SeqkdError, match="unknown key.*trian"):
+        from_dict(RunConfig, {"trian": {}})
+    with pytest.raises(SeqkdError, match="key=value"):
+        apply_overrides({}, ["train.lr"])
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(SeqkdError, match="not found"):
+        load_run_config(str(tmp_path / "nope.yaml"))

@@ -1,0 +1,91 @@
+"""`seqkd reproduce --preset tiny` end to end, and killed with SIGKILL then resumed."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SYSTEMS = ["teacher", "baseline", "word_kd", "seq_kd", "baseline+seq_inter", "seq_kd+seq_inter",
+           "seq_kd+seq_inter+word_kd", "teacher+seq_inter", "pruned_50", "pruned_80", "pruned_90", "best_int8"]
+SYSTEM_KEYS = ["name", "params_total", "params_nonzero", "bleu_greedy", "bleu_beam", "chrf_greedy", "ppl", "p_beam",
+               "sent_per_s_greedy", "sent_per_s_beam", "engine", "size_mb"]
+TIMING = {"sent_per_s_greedy", "sent_per_s_beam", "seconds_greedy", "seconds_beam"}
+
+
+def _cmd(out: Path, data_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "seqkd", "reproduce", "--preset", "tiny", "--data-dir", str(data_dir),
+            "--out", str(out), "--quiet", "--threads", "2"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, multi30k_dir):
+    out = tmp_path_factory.mktemp("repro") / "tiny"
+    t = time.time()
+    subprocess.run(_cmd(out, multi30k_dir), check=True, capture_output=True, timeout=1200)
+    return out, time.time() - t
+
+
+def test_reproduce_tiny_schema(tiny_run):
+    out, _ = tiny_run
+    res = json.loads((out / "results.json").read_text())
+    for k in ("preset", "src", "tgt", "test_set", "sacrebleu_signature", "wall_seconds", "machine", "systems"):
+        assert k in res, k
+    assert res["preset"] == "tiny" and res["src"] == "de" and res["tgt"] == "en"
+    assert [s["name"] for s in res["systems"]] == SYSTEMS
+    for s in res["systems"]:
+        for k in SYSTEM_KEYS:
+            assert k in s, (s["name"], k)
+            if k not in ("name", "engine"):
+                assert isinstance(s[k], (int, float)) and math.isfinite(s[k]), (s["name"], k, s[k])
+    by = {s["name"]: s for s in res["systems"]}
+    assert by["pruned_90"]["params_nonzero"] < by["pruned_50"]["params_nonzero"] < by["pruned_50"]["params_total"]
+    assert by["best_int8"]["engine"] == "ct2-int8"
+    assert by["teacher"]["params_total"] > by["baseline"]["params_total"]
+    report = (out / "report.md").read_text()
+    assert "prove nothing" in report and "nrefs:1" in report
+    for png in ("bleu_greedy_beam.png", "speed_quality.png", "pruning.png", "learning_curves.png"):
+        assert (out / png).stat().st_size > 1000, png
+
+
+def test_rerun_skips_everything(tiny_run, multi30k_dir):
+    out, _ = tiny_run
+    before = json.loads((out / "results.json").read_text())
+    t = time.time()
+    subprocess.run(_cmd(out, multi30k_dir), check=True, capture_output=True, timeout=600)
+    after = json.loads((out / "results.json").read_text())
+    assert after["stages_run_now"] == []
+    assert after["systems"] == before["systems"]
+    assert time.time() - t < 120
+
+
+@pytest.mark.slow
+def test_killed_reproduce_resumes_and_matches(tiny_run, tmp_path, multi30k_dir):
+    ref_dir, _ = tiny_run
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_cmd(out, multi30k_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 900
+    # kill inside the Seq-KD student's training, after at least one checkpoint
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "seq_kd" / "checkpoints" / "latest.json").exists():
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "reproduce finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "results.json").exists()
+    subprocess.run(_cmd(out, multi30k_dir), check=True, capture_output=True, timeout=1200)
+    a = json.loads((ref_dir / "results.json").read_text())
+    b = json.loads((out / "results.json").read_text())
+    assert "teacher" not in b["stages_run_now"] and "seq_kd" in b["stages_run_now"]
+    for sa, sb in zip(a["systems"], b["systems"]):
+        for k in sa:
+            if k not in TIMING:
+                assert sa[k] == sb[k], (sa["name"], k, sa[k], sb[k])
