@@ -117,7 +117,8 @@ def distill(teacher_dir: str | Path, src: list[str], ref: list[str], out_dir: st
                                               max_len_b=cfg.max_len_b, max_tokens=cfg.max_tokens))
     shards = [idx[s: s + cfg.shard_size] for s in range(0, len(idx), cfg.shard_size)]
     todo = [k for k in range(len(shards)) if not (shard_dir / f"shard-{k:05d}.jsonl").exists()]
-    bar = tqdm(total=len(idx), initial=len(idx) - sum(len(shards[k]) for k in todo), unit="sent",
+    already = len(idx) - sum(len(shards[k]) for k in todo)
+    bar = tqdm(total=len(idx), initial=already, unit="sent",
                desc=f"{cfg.mode} (beam {cfg.beam})", disable=not progress, dynamic_ncols=True)
     t0 = time.time()
     for k in todo:
@@ -132,7 +133,7 @@ def distill(teacher_dir: str | Path, src: list[str], ref: list[str], out_dir: st
                     row = {"i": i, "hyp": hs[0].text, "score": hs[0].score}
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
         bar.update(len(part))
-        bar.set_postfix(sent_s=f"{(bar.n - bar.initial) / max(1e-9, time.time() - t0):.1f}")
+        bar.set_postfix(sent_s=f"{(bar.n - already) / max(1e-9, time.time() - t0):.1f}")
     bar.close()
     return _assemble(out, src, shards, ident, cfg)
 

@@ -61,6 +61,7 @@ def evaluate(model_dir: str, src: list[str], ref: list[str], cfg: DecodeConfig |
     if len(src) != len(ref):
         raise SeqkdError(f"source has {len(src)} lines but reference has {len(ref)}")
     tr = Translator(model_dir, cfg)
+    tr.translate(src[:16], beam=cfg.beam)  # warm-up: first-call allocations are not throughput
     t = time.perf_counter()
     greedy = [h[0].text for h in tr.translate(src, beam=1, nbest=1, progress=progress)]
     t_greedy = time.perf_counter() - t

@@ -112,7 +112,7 @@ def reproduce(cfg: ReproduceConfig, out: str | Path, progress: bool = True) -> d
         test_src, test_ref = test_src[: cfg.eval_max_sents], test_ref[: cfg.eval_max_sents]
     refs = TrainData(train_src, train_tgt, *val)
     r = Runner(out, progress)
-    data_id = {"data": asdict(cfg.data), "pairs": len(train_src), "sha": _h([train_src[:1000], train_tgt[:1000]])}
+    data_id = {"data": asdict(cfg.data), "pairs": len(train_src), "sha": _h([train_src, train_tgt, *val])}
     S = stages.Stages(cfg, r, refs, progress)
 
     r.stage("vocab", [], {"vocab": asdict(cfg.vocab), **data_id}, S.vocab)

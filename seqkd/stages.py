@@ -7,6 +7,8 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+import yaml
+
 from seqkd.corpus import read_parallel
 from seqkd.fsutil import write_json
 from seqkd.train import TrainData, train
@@ -49,7 +51,11 @@ class Stages:
             train_cfg = replace(train_cfg, init_from=str(self._dir(init_from)))
         else:
             model = build_model(model_cfg, v.size, v.pad_id, v.eos_id, seed=train_cfg.seed)
-        train(d, train_cfg, model, v, data, teacher_fn=teacher_fn, progress=self.progress)
+        from seqkd.config import to_dict
+
+        text = yaml.safe_dump({"model": to_dict(model_cfg) if model_cfg else None, "train": to_dict(train_cfg),
+                               "preset": self.cfg.preset}, sort_keys=False)
+        train(d, train_cfg, model, v, data, teacher_fn=teacher_fn, progress=self.progress, config_text=text)
 
     # --- stages -------------------------------------------------------------------------------
     def vocab(self, d: Path) -> None:

@@ -42,6 +42,7 @@ def test_missing_file_and_missing_model(tmp_path, capsys, tiny_reverse):
     err = _run(capsys, "translate", "--model", str(tiny_reverse[0]), "-i", str(tmp_path / "nope.txt"),
                "-o", str(tmp_path / "o.txt"))
     assert "nope.txt" in err and "not found" in err
+    (tmp_path / "x").write_text("1 2\n")
     err = _run(capsys, "translate", "--model", str(tmp_path / "nomodel"), "-i", str(tmp_path / "x"))
     assert "nomodel" in err
     assert not (tmp_path / "o.txt").exists()

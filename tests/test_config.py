@@ -15,7 +15,8 @@ def test_roundtrip_and_overrides(tmp_path):
     p.write_text(dump(cfg))
     overrides = ["model.size=tiny", "train.adam_betas=[0.9, 0.99]", "train.lr=1e-3"]
     back = load_run_config(str(p), overrides)
-    assert back.train.lr == 1e-3 and isinstance(back.train.lr, float) and back.model.size == "tiny" and back.train.adam_betas == (0.9, 0.99)
+    assert back.train.lr == 1e-3 and isinstance(back.train.lr, float)
+    assert back.model.size == "tiny" and back.train.adam_betas == (0.9, 0.99)
     assert dump(load_run_config(str(p))) == dump(cfg)
 
 
