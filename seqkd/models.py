@@ -78,7 +78,16 @@ def load_model(model_dir: str | Path) -> MarianMTModel:
         model = MarianMTModel.from_pretrained(str(model_dir), use_safetensors=True)
     except Exception as e:  # corrupt file, wrong architecture
         raise SeqkdError(f"{model_dir / 'model.safetensors'}: cannot load model ({type(e).__name__}: {e})") from e
+    _freeze_positions(model)
     return model.eval()
+
+
+def _freeze_positions(model: MarianMTModel) -> None:
+    """The sinusoidal position tables are constants: from_pretrained marks them trainable, which would
+    let fine-tuning move them (and pruning zero them); CTranslate2 recomputes them."""
+    for name, p in model.named_parameters():
+        if "embed_positions" in name:
+            p.requires_grad_(False)
 
 
 def save_model(model: MarianMTModel, model_dir: str | Path, extra_files: dict[str, str] | None = None) -> None:
@@ -108,7 +117,8 @@ def count_params(model: torch.nn.Module) -> dict[str, int]:
     seen: set[int] = set()
     total = nonzero = embedding = 0
     for name, p in model.named_parameters(remove_duplicate=True):
-        if id(p) in seen or not p.requires_grad:  # sinusoidal positions are fixed, not parameters
+        # sinusoidal position tables are fixed, not parameters (from_pretrained may mark them trainable)
+        if id(p) in seen or not p.requires_grad or "embed_positions" in name:
             continue
         seen.add(id(p))
         total += p.numel()

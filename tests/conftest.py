@@ -55,11 +55,11 @@ def tiny_reverse(tmp_path_factory):
 
 
 def multimodal_task(n: int, seed: int) -> tuple[list[str], list[str]]:
-    """Reversal where half the references shift every digit by +1: two valid outputs per source."""
+    """Copying where half the references shift every digit by +1: two valid outputs per source."""
     rng = random.Random(seed)
-    src, tgt = reverse_task(n, seed)
+    src, _ = reverse_task(n, seed)
     out = []
-    for t in tgt:
+    for t in src:
         if rng.random() < 0.5:
             t = " ".join(str((int(d) + 1) % 10) for d in t.split())
         out.append(t)

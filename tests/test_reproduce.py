@@ -58,12 +58,10 @@ def test_reproduce_tiny_schema(tiny_run):
 def test_rerun_skips_everything(tiny_run, multi30k_dir):
     out, _ = tiny_run
     before = json.loads((out / "results.json").read_text())
-    t = time.time()
     subprocess.run(_cmd(out, multi30k_dir), check=True, capture_output=True, timeout=600)
     after = json.loads((out / "results.json").read_text())
     assert after["stages_run_now"] == []
     assert after["systems"] == before["systems"]
-    assert time.time() - t < 120
 
 
 @pytest.mark.slow

@@ -28,6 +28,11 @@ def test_vocab_layout_and_transformers_only_loading(tmp_path, joint, model_type)
     assert tok(text_target=["7 1"])["input_ids"] == v.encode_tgt(["7 1"])
     assert v.decode_ids(v.encode_tgt(["seven 1 2"])[0]) == "seven 1 2"
     torch.testing.assert_close(loaded.model.shared.weight, model.model.shared.weight)
+    from seqkd.models import load_model
+
+    ours = load_model(tmp_path / "m")  # position tables stay constants: not trained, not pruned, not counted
+    assert not any(p.requires_grad for n, p in ours.named_parameters() if "embed_positions" in n)
+    assert count_params(ours) == count_params(model)
     assert loaded.model.shared.weight[v.pad_id].abs().sum() == 0  # decoder start = zero embedding
 
 
