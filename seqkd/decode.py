@@ -8,8 +8,8 @@ token budget) and the same maximum length, `max_len_a * longest source + max_len
 from __future__ import annotations
 
 import logging
-import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from seqkd.fsutil import SeqkdError, write_json
+from seqkd.fsutil import SeqkdError
 from seqkd.vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def _batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
 class Translator:
     """Translate detokenized lines with a HF Marian folder through CTranslate2 or `generate`."""
 
-    def __init__(self, model_dir: str | Path, cfg: DecodeConfig | None = None, model=None):
+    def __init__(self, model_dir: str | Path, cfg: DecodeConfig | None = None):
         self.cfg = cfg or DecodeConfig()
         self.model_dir = Path(model_dir)
         self.vocab = Vocab(self.model_dir)
@@ -106,7 +106,7 @@ class Translator:
         elif self.cfg.engine == "hf":
             from seqkd.models import load_model
 
-            self.model = model if model is not None else load_model(self.model_dir)
+            self.model = load_model(self.model_dir)
             self.model.to(self.cfg.device).eval()
         else:
             raise SeqkdError(f"unknown engine {self.cfg.engine!r} (ct2 or hf)")
@@ -217,10 +217,8 @@ def write_lines(path: str | Path | None, lines: list[str]) -> None:
 
     text = "".join(ln.replace("\n", " ") + "\n" for ln in lines)
     if path in (None, "-"):
-        os.sys.stdout.write(text)
+        sys.stdout.write(text)
     else:
         with atomic_open(path) as f:
             f.write(text)
 
-
-__all__ = ["DecodeConfig", "Hypothesis", "Translator", "ct2_dir", "write_lines", "write_json"]

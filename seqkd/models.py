@@ -117,8 +117,7 @@ def count_params(model: torch.nn.Module) -> dict[str, int]:
     seen: set[int] = set()
     total = nonzero = embedding = 0
     for name, p in model.named_parameters(remove_duplicate=True):
-        # sinusoidal position tables are fixed, not parameters (from_pretrained may mark them trainable)
-        if id(p) in seen or not p.requires_grad or "embed_positions" in name:
+        if id(p) in seen or not p.requires_grad:  # sinusoidal position tables are frozen constants
             continue
         seen.add(id(p))
         total += p.numel()

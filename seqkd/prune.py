@@ -34,7 +34,7 @@ def prunable(model: torch.nn.Module, include_embeddings: bool = True) -> dict[st
     """Weight matrices that may be pruned, tied weights once: {name: parameter (out, in)}."""
     out, seen = {}, set()
     for name, p in model.named_parameters():
-        if id(p) in seen or not p.requires_grad or p.dim() != 2 or "embed_positions" in name:
+        if id(p) in seen or not p.requires_grad or p.dim() != 2:
             continue
         seen.add(id(p))
         if _is_embedding(name) and not include_embeddings:
@@ -112,7 +112,7 @@ def sparsity_report(model: torch.nn.Module, masks: dict[str, torch.Tensor] | Non
     nonemb_nonzero = 0
     seen = set()
     for name, p in model.named_parameters():
-        if id(p) in seen or not p.requires_grad or "embed_positions" in name:
+        if id(p) in seen or not p.requires_grad:
             continue
         seen.add(id(p))
         if not _is_embedding(name):
