@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from seqkd.corpus import (
 )
 from seqkd.fsutil import SeqkdError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
+SHARED = Path(os.environ.get("SEQKD_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k")
 needs_shared = pytest.mark.skipif(not (SHARED / "val.de.gz").exists(), reason="shared Multi30k copy missing")
 
 
