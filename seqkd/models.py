@@ -84,7 +84,7 @@ def load_model(model_dir: str | Path) -> MarianMTModel:
 
 def _freeze_positions(model: MarianMTModel) -> None:
     """The sinusoidal position tables are constants: from_pretrained marks them trainable, which would
-    let fine-tuning move them (and pruning zero them); CTranslate2 recomputes them."""
+    let fine-tuning move them, pruning zero them and parameter counts include them."""
     for name, p in model.named_parameters():
         if "embed_positions" in name:
             p.requires_grad_(False)

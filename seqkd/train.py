@@ -247,7 +247,10 @@ def train(run_dir: str | Path, cfg: TrainConfig, model, vocab: Vocab, data: Trai
         append_jsonl(run / "metrics.jsonl", row)
         msg = (f"{run.name} step {state['step']} epoch {state['epoch']}: val ppl {row['val_ppl']:.2f}"
                + (f" bleu {row['val_bleu']:.2f}" if cfg.val_bleu else ""))
-        bar.write(msg) if progress else log.info(msg)
+        if progress:
+            bar.write(msg)
+        else:
+            log.info(msg)
         if state["best"] is None or metric > state["best"]:
             state.update(best=metric, best_step=state["step"], bad_vals=0)
             save_model(model, run, {"seqkd.yaml": config_text} if config_text else None)
