@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 from seqkd.fsutil import SeqkdError
@@ -163,11 +164,42 @@ def cmd_prune(a) -> None:
     if a.distilled:
         cfg.data.distilled = a.distilled
     cfg.train.max_epochs = a.epochs
+    if a.steps is not None:
+        cfg.train.max_steps = a.steps
     if a.minutes is not None:
         cfg.train.max_minutes = a.minutes
-    pc = PruneConfig(sparsity=a.sparsity, scheme=a.scheme, include_embeddings=not a.no_embeddings, rounds=a.rounds)
-    data = TrainData(*load_pairs(cfg.data, "train"), *load_pairs(cfg.data, "val")) if a.epochs > 0 else None
-    print(json.dumps(prune_and_retrain(a.model, a.out, pc, cfg.train, data), indent=2))
+    try:
+        sched = tuple(float(x) for x in a.schedule.split(",")) if a.schedule else ()
+    except ValueError as e:
+        raise SeqkdError(f"--schedule {a.schedule!r}: expected comma-separated sparsities, e.g. 0.5,0.8") from e
+    pc = PruneConfig(sparsity=a.sparsity, scheme=a.scheme, include_embeddings=not a.no_embeddings, rounds=a.rounds,
+                     schedule=sched)
+    retrain = a.epochs > 0 or (a.steps or 0) > 0
+    val = load_pairs(cfg.data, "val") if retrain else None
+    data = TrainData(*load_pairs(cfg.data, "train"), *val) if retrain else None
+    finetune = None
+    if a.finetune_distilled and retrain:
+        ft_data = TrainData(*load_pairs(replace(cfg.data, distilled=a.finetune_distilled), "train"), *val)
+        finetune = (replace(cfg.train, lr=a.finetune_lr, warmup_steps=1, max_epochs=a.finetune_epochs, max_steps=0,
+                            max_minutes=0.0), ft_data)
+    print(json.dumps(prune_and_retrain(a.model, a.out, pc, cfg.train, data, finetune=finetune), indent=2))
+
+
+def _layers(text: str | None, flag: str) -> list[int]:
+    if not text:
+        return []
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError as e:
+        raise SeqkdError(f"{flag} {text!r}: expected comma-separated layer indices, e.g. 0,2") from e
+
+
+def cmd_shrink(a) -> None:
+    from seqkd.shrink import ShrinkConfig, shrink
+
+    cfg = ShrinkConfig(_layers(a.keep_encoder_layers, "--keep-encoder-layers"),
+                       _layers(a.keep_decoder_layers, "--keep-decoder-layers"))
+    print(json.dumps(shrink(a.model, a.out, cfg), indent=2))
 
 
 def cmd_export(a) -> None:
@@ -318,13 +350,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scheme", choices=["class-blind", "class-uniform", "class-distribution"], default="class-blind")
     s.add_argument("--no-embeddings", action="store_true", help="leave the embedding / output matrix dense")
     s.add_argument("--rounds", type=int, default=1, help="gradual pruning rounds (each retrains)")
+    s.add_argument("--schedule", help="sparsity per round, e.g. 0.5,0.8,0.85,0.9 (rounds kept in OUT/round-k)")
     s.add_argument("--epochs", type=int, default=2, help="retraining epochs per round (0 = prune only)")
+    s.add_argument("--steps", type=int, help="retraining steps per round (instead of whole epochs)")
     s.add_argument("--minutes", type=float, help="retraining-time budget per round")
     s.add_argument("--distilled", help="retrain on this `seqkd distill` folder (the data the model was trained on)")
+    s.add_argument("--finetune-distilled", help="then fine-tune each round on this folder (paper: Seq-Inter data)")
+    s.add_argument("--finetune-lr", type=float, default=1e-4, help="learning rate of that fine-tuning (default 1e-4)")
+    s.add_argument("--finetune-epochs", type=int, default=1, help="epochs of that fine-tuning (default 1)")
     s.add_argument("--config", help="YAML run config (data and train sections are used)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.lr=2e-4")
     s.add_argument("--out", required=True, help="output folder (the pruned, retrained model)")
     s.set_defaults(func=cmd_prune)
+
+    s = sub.add_parser("shrink", help="drop whole layers (faster on dense kernels); retrain with `train --init-from`")
+    s.add_argument("--model", required=True, help="trained model folder")
+    s.add_argument("--keep-encoder-layers", help="0-based encoder layers to keep, e.g. 0,2 (default all)")
+    s.add_argument("--keep-decoder-layers", help="0-based decoder layers to keep, e.g. 0 (default all)")
+    s.add_argument("--out", required=True, help="output model folder")
+    s.set_defaults(func=cmd_shrink)
 
     s = sub.add_parser("export", help="CTranslate2 export (int8 by default) with sizes on disk")
     s.add_argument("--model", required=True, help="model folder")

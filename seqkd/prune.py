@@ -23,7 +23,8 @@ class PruneConfig:
     sparsity: float = 0.8  # fraction of the prunable weights set to zero
     scheme: str = "class-blind"
     include_embeddings: bool = True  # the shared embedding / output projection counts as prunable
-    rounds: int = 1  # gradual pruning: reach the sparsity in this many prune + retrain rounds
+    rounds: int = 1  # gradual pruning: reach the sparsity in this many prune + retrain rounds (cubic schedule)
+    schedule: tuple[float, ...] = ()  # explicit sparsity per round (overrides rounds), ending at `sparsity`
 
 
 def _is_embedding(name: str) -> bool:
@@ -126,19 +127,31 @@ def sparsity_report(model: torch.nn.Module, masks: dict[str, torch.Tensor] | Non
     return rep
 
 
-def schedule(sparsity: float, rounds: int) -> list[float]:
-    """Sparsity after each gradual-pruning round (cubic schedule, Zhu & Gupta 2017), ending at `sparsity`."""
+def schedule(sparsity: float, rounds: int, explicit: tuple[float, ...] = ()) -> list[float]:
+    """Sparsity after each gradual-pruning round, ending at `sparsity`.
+
+    `explicit` gives the rounds' targets directly (increasing, the last one equal to `sparsity`);
+    otherwise the cubic schedule of Zhu & Gupta (2017) over `rounds` rounds.
+    """
+    if explicit:
+        targets = [float(t) for t in explicit]
+        if any(b < a for a, b in zip(targets, targets[1:])) or abs(targets[-1] - sparsity) > 1e-9:
+            raise SeqkdError(f"pruning schedule {targets} must increase and end at the sparsity {sparsity}")
+        return targets
     rounds = max(1, rounds)
     return [sparsity * (1 - (1 - r / rounds) ** 3) for r in range(1, rounds + 1)]
 
 
 def prune_and_retrain(model_dir: str | Path, out: str | Path, cfg: PruneConfig, train_cfg, data,
-                      progress: bool = True) -> dict:
-    """Prune `model_dir` to cfg.sparsity (in cfg.rounds rounds), retraining with masks after each.
+                      progress: bool = True, finetune=None) -> dict:
+    """Prune `model_dir` to cfg.sparsity (in rounds), retraining with masks after each round.
 
-    The last round's model is written to `out` (earlier rounds to out/round-k); masks are saved
-    beside each model before retraining, so a killed round resumes with the same masks. With
-    train_cfg.max_epochs == 0 the model is pruned and saved without retraining.
+    The last round's model is written to `out` (earlier rounds to out/round-k, each a complete
+    model with its own prune_result.json); masks are saved before retraining, so a killed round
+    resumes with the same masks. `finetune` = (TrainConfig, TrainData) adds a masked fine-tuning
+    pass after each retraining (the paper's Seq-KD retraining, then Seq-Inter fine-tuning); the
+    retrained model before it is kept in ROUND/retrain. With train_cfg.max_epochs == 0 and
+    max_steps == 0 the model is pruned and saved without retraining.
     """
     import json
     from dataclasses import replace
@@ -153,9 +166,13 @@ def prune_and_retrain(model_dir: str | Path, out: str | Path, cfg: PruneConfig, 
         return json.loads((out / "prune_result.json").read_text())
     vocab = Vocab(model_dir)
     prev = Path(model_dir)
-    targets = schedule(cfg.sparsity, cfg.rounds)
+    targets = schedule(cfg.sparsity, cfg.rounds, cfg.schedule)
+    retrain = train_cfg.max_epochs > 0 or train_cfg.max_steps > 0
     for r, target in enumerate(targets, start=1):
         rdir = out if r == len(targets) else out / f"round-{r}"
+        if (rdir / "prune_result.json").exists():
+            prev = rdir
+            continue
         rdir.mkdir(parents=True, exist_ok=True)
         model = load_model(prev)
         if (rdir / "masks.safetensors").exists():
@@ -164,18 +181,28 @@ def prune_and_retrain(model_dir: str | Path, out: str | Path, cfg: PruneConfig, 
             masks = compute_masks(model, replace(cfg, sparsity=target))
             save_masks(masks, rdir / "masks.safetensors")
         apply_masks(model, masks)
-        if train_cfg.max_epochs > 0:
-            train(rdir, replace(train_cfg, init_from=str(prev)), model, vocab, data,
-                  after_step=lambda m, masks=masks: apply_masks(m, masks), progress=progress)
+
+        def keep(m, masks=masks):
+            apply_masks(m, masks)
+
+        if retrain:
+            tdir = rdir / "retrain" if finetune else rdir
+            train(tdir, replace(train_cfg, init_from=str(prev)), model, vocab, data, after_step=keep,
+                  progress=progress)
+            if finetune:
+                ft_cfg, ft_data = finetune
+                train(rdir, replace(ft_cfg, init_from=str(tdir)), load_model(tdir), vocab, ft_data,
+                      after_step=keep, progress=progress)
             model = load_model(rdir)
         else:
             save_model(model, rdir)
             vocab.save_to(rdir)
+        report = {"scheme": cfg.scheme, "target_sparsity": target, "round": r, "schedule": targets,
+                  "include_embeddings": cfg.include_embeddings, "parent": str(model_dir),
+                  **sparsity_report(model, masks)}
+        write_json(rdir / "prune_result.json", report)
         prev = rdir
-    report = {"scheme": cfg.scheme, "target_sparsity": cfg.sparsity, "rounds": cfg.rounds,
-              "include_embeddings": cfg.include_embeddings, **sparsity_report(model, masks)}
-    write_json(out / "prune_result.json", report)
-    return report
+    return json.loads((out / "prune_result.json").read_text())
 
 
 def export_ct2(model_dir: str | Path, out: str | Path, quantization: str = "int8") -> dict:

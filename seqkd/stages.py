@@ -134,7 +134,8 @@ class Stages:
             from seqkd.prune import PruneConfig, prune_and_retrain
 
             pc = PruneConfig(sparsity=p["sparsity"], scheme=p.get("scheme", self.cfg.prune_scheme),
-                             include_embeddings=p.get("include_embeddings", True), rounds=p.get("rounds", 1))
+                             include_embeddings=p.get("include_embeddings", True), rounds=p.get("rounds", 1),
+                             schedule=tuple(p.get("schedule", ())))
             data = self._data("data_seq_kd") if "seq_kd" in best else self.refs
             prune_and_retrain(self._dir(best), d, pc, self.cfg.prune_train, data, progress=self.progress)
 

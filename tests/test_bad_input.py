@@ -96,9 +96,23 @@ def test_corrupt_checkpoint(tmp_path, capsys, multi30k_dir):
     assert "step-5" in err and "corrupt checkpoint" in err
 
 
-@pytest.mark.parametrize("argv", [[], ["vocab"], ["train"], ["translate"], ["evaluate"], ["bench"]])
+@pytest.mark.parametrize("argv", [[], ["vocab"], ["train"], ["distill"], ["prune"], ["shrink"], ["export"],
+                                  ["reproduce"], ["translate"], ["evaluate"], ["bench"]])
 def test_help_on_every_command(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv + ["--help"])
     assert e.value.code == 0
     assert "usage: seqkd" in capsys.readouterr().out
+
+
+def test_bad_prune_schedule_and_shrink_layers(tmp_path, capsys, tiny_reverse):
+    model = str(tiny_reverse[0])
+    err = _run(capsys, "prune", "--model", model, "--sparsity", "0.8", "--schedule", "0.5,x", "--epochs", "0",
+               "--out", str(tmp_path / "p"))
+    assert "--schedule" in err
+    err = _run(capsys, "prune", "--model", model, "--sparsity", "0.8", "--schedule", "0.9,0.8", "--epochs", "0",
+               "--out", str(tmp_path / "p"))
+    assert "must increase and end at the sparsity 0.8" in err
+    err = _run(capsys, "shrink", "--model", model, "--keep-decoder-layers", "5", "--out", str(tmp_path / "s"))
+    assert "decoder layers to keep [5]" in err
+    assert not (tmp_path / "s").exists()

@@ -1,0 +1,57 @@
+"""Structured shrinking: drop whole encoder/decoder layers from a trained model (then retrain it).
+
+Unlike magnitude pruning, a model with fewer layers is smaller and faster on dense kernels. The kept
+layers keep their trained weights (renumbered), so retraining starts from a good point; the
+embeddings, final projection and tokenizer are unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from seqkd.fsutil import SeqkdError, write_json
+
+
+@dataclass
+class ShrinkConfig:
+    keep_encoder_layers: list[int] = field(default_factory=list)  # 0-based layer indices to keep; [] = all
+    keep_decoder_layers: list[int] = field(default_factory=list)
+
+
+def _check(keep: list[int], n: int, side: str) -> list[int]:
+    keep = list(keep) if keep else list(range(n))
+    if not keep or len(set(keep)) != len(keep) or min(keep) < 0 or max(keep) >= n or keep != sorted(keep):
+        raise SeqkdError(f"{side} layers to keep {keep}: need distinct increasing indices in 0..{n - 1}")
+    return keep
+
+
+def shrink(model_dir: str | Path, out: str | Path, cfg: ShrinkConfig) -> dict:
+    """Write a copy of `model_dir` with only the chosen layers into `out`; returns parameter counts."""
+    import copy
+
+    from torch import nn
+
+    from seqkd.models import count_params, load_model, save_model
+    from seqkd.vocab import Vocab
+
+    model = load_model(model_dir)
+    c = model.config
+    enc = _check(cfg.keep_encoder_layers, c.encoder_layers, "encoder")
+    dec = _check(cfg.keep_decoder_layers, c.decoder_layers, "decoder")
+    small = copy.deepcopy(model)
+    small.model.encoder.layers = nn.ModuleList([small.model.encoder.layers[i] for i in enc])
+    small.model.decoder.layers = nn.ModuleList([small.model.decoder.layers[i] for i in dec])
+    for i, layer in enumerate(small.model.decoder.layers):  # the KV cache is indexed by layer_idx
+        if hasattr(layer.self_attn, "layer_idx"):
+            layer.self_attn.layer_idx = i
+        if hasattr(layer.encoder_attn, "layer_idx"):
+            layer.encoder_attn.layer_idx = i
+    small.config.encoder_layers, small.config.decoder_layers = len(enc), len(dec)
+    small.config.num_hidden_layers = len(enc)
+    save_model(small, out)
+    Vocab(model_dir).save_to(out)
+    report = {"parent": str(model_dir), "keep_encoder_layers": enc, "keep_decoder_layers": dec,
+              "parent_params": count_params(model), "params": count_params(small)}
+    write_json(Path(out) / "shrink_result.json", report)
+    return report
