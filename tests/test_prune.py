@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -123,7 +125,7 @@ def test_gradual_schedule_with_finetune_retrains_and_nests(tmp_path, tiny_revers
     rep = prune_and_retrain(model_dir, out, cfg, tc, data, progress=False, finetune=(ft, data))
     r1 = out / "round-1"
     assert (r1 / "retrain" / "train_result.json").exists() and (out / "retrain" / "train_result.json").exists()
-    first = __import__("json").loads((r1 / "prune_result.json").read_text())
+    first = json.loads((r1 / "prune_result.json").read_text())
     assert first["target_sparsity"] == 0.5 and rep["target_sparsity"] == 0.75
     assert rep["mask_sparsity"] == pytest.approx(0.75, abs=1e-3)
     m1, m2 = load_masks(r1 / "masks.safetensors"), load_masks(out / "masks.safetensors")

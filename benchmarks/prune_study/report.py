@@ -18,8 +18,9 @@ from seqkd.report import machine_info
 
 TARGET_RATIO = 20.0
 # run sub-folders, each one `seqkd prune` output (its rounds in round-k): the 0% control, the three schemes'
-# gradual chains, and class-blind 80% retrained 4x longer from the chain's 50% round
-SERIES = ("pruned_0", "class-blind", "class-uniform", "class-distribution", "class-blind-long")
+# gradual chains, and class-blind / class-distribution 80% retrained 4x longer from their 50% rounds
+SERIES = ("pruned_0", "class-blind", "class-uniform", "class-distribution", "class-blind-long",
+          "class-distribution-long")
 
 
 def _load(p: Path) -> dict:
@@ -144,9 +145,10 @@ def plot(res: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 5))
     parent = next(r for r in rows if r["name"] == "seq_kd+seq_inter")
     for scheme, marker in (("class-blind", "o"), ("class-uniform", "s"), ("class-distribution", "^"),
-                           ("class-blind-long", "D")):
+                           ("class-blind-long", "D"), ("class-distribution-long", "v")):
         pts = sorted([r for r in rows if r.get("series") == scheme], key=lambda r: -r["params_nonzero"])
-        start = next((r for r in rows if r["name"] == "class-blind-50"), parent) if scheme.endswith("long") else parent
+        base = f"{scheme.removesuffix('-long')}-50"
+        start = next((r for r in rows if r["name"] == base), parent) if scheme.endswith("long") else parent
         if not pts:
             continue
         for key, style in (("bleu_beam", "-"), ("bleu_greedy", "--")):
