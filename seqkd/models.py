@@ -109,6 +109,11 @@ def save_model(model: MarianMTModel, model_dir: str | Path, extra_files: dict[st
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def is_embedding(name: str) -> bool:
+    """True for the token embedding / output projection parameters (tied in seqkd models)."""
+    return "embed" in name or name.endswith("shared.weight") or "lm_head" in name
+
+
 def count_params(model: torch.nn.Module) -> dict[str, int]:
     """Parameter counts: total, non-embedding (without token/position embeddings), non-zero.
 
@@ -122,7 +127,7 @@ def count_params(model: torch.nn.Module) -> dict[str, int]:
         seen.add(id(p))
         total += p.numel()
         nonzero += int(torch.count_nonzero(p).item())
-        if "embed" in name or name.endswith("shared.weight") or "lm_head" in name:
+        if is_embedding(name):
             embedding += p.numel()
     return {"total": total, "non_embedding": total - embedding, "nonzero": nonzero}
 

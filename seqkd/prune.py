@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from seqkd.fsutil import SeqkdError
+from seqkd.models import is_embedding
 
 SCHEMES = ("class-blind", "class-uniform", "class-distribution")
 
@@ -27,10 +28,6 @@ class PruneConfig:
     schedule: tuple[float, ...] = ()  # explicit sparsity per round (overrides rounds), ending at `sparsity`
 
 
-def _is_embedding(name: str) -> bool:
-    return "embed" in name or name.endswith("shared.weight") or "lm_head" in name
-
-
 def prunable(model: torch.nn.Module, include_embeddings: bool = True) -> dict[str, torch.nn.Parameter]:
     """Weight matrices that may be pruned, tied weights once: {name: parameter (out, in)}."""
     out, seen = {}, set()
@@ -38,7 +35,7 @@ def prunable(model: torch.nn.Module, include_embeddings: bool = True) -> dict[st
         if id(p) in seen or not p.requires_grad or p.dim() != 2:
             continue
         seen.add(id(p))
-        if _is_embedding(name) and not include_embeddings:
+        if is_embedding(name) and not include_embeddings:
             continue
         out[name] = p
     return out
@@ -116,7 +113,7 @@ def sparsity_report(model: torch.nn.Module, masks: dict[str, torch.Tensor] | Non
         if id(p) in seen or not p.requires_grad:
             continue
         seen.add(id(p))
-        if not _is_embedding(name):
+        if not is_embedding(name):
             nonemb_nonzero += int(torch.count_nonzero(p))
     rep = {"params_total": counts["total"], "params_nonzero": counts["nonzero"],
            "non_embedding_total": counts["non_embedding"], "non_embedding_nonzero": nonemb_nonzero}

@@ -42,11 +42,6 @@ def shrink(model_dir: str | Path, out: str | Path, cfg: ShrinkConfig) -> dict:
     small = copy.deepcopy(model)
     small.model.encoder.layers = nn.ModuleList([small.model.encoder.layers[i] for i in enc])
     small.model.decoder.layers = nn.ModuleList([small.model.decoder.layers[i] for i in dec])
-    for i, layer in enumerate(small.model.decoder.layers):  # the KV cache is indexed by layer_idx
-        if hasattr(layer.self_attn, "layer_idx"):
-            layer.self_attn.layer_idx = i
-        if hasattr(layer.encoder_attn, "layer_idx"):
-            layer.encoder_attn.layer_idx = i
     small.config.encoder_layers, small.config.decoder_layers = len(enc), len(dec)
     small.config.num_hidden_layers = len(enc)
     save_model(small, out)

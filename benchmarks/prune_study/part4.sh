@@ -10,4 +10,6 @@ seqkd prune --model "$O/class-distribution/round-1" --sparsity 0.8 --scheme clas
   --out "$O/class-distribution-long"
 [ -f "$O/eval/class-distribution-long-80.json" ] || seqkd evaluate --model "$O/class-distribution-long" "${D[@]}" \
   --threads 2 --out "$O/eval/class-distribution-long-80.json"
+[ -f "$O/eval/cd-long.int8.json" ] || seqkd evaluate --model "$O/class-distribution-long" "${D[@]}" --threads 2 \
+  --int8 --out "$O/eval/cd-long.int8.json"
 python benchmarks/prune_study/report.py "$O" --out docs/results/prune-study
