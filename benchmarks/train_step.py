@@ -1,18 +1,79 @@
-"""Training-step time, fp32 vs bf16 autocast, for a named size (interleaved runs, median).
+"""Training-step time for a named size: fp32 vs bf16 autocast vs bf16 weights (fp32 master), with eager
+(seqkd's default) or SDPA attention (mode suffix "-sdpa"), interleaved.
 
-    python benchmarks/train_step.py --size student --steps 12
+Each repetition times one step of every mode in turn (same batch shape, same thread count), so
+machine load hits all modes alike; the median and min-max over repetitions are printed.
+
+    python benchmarks/train_step.py --size student --steps 6
+    python benchmarks/train_step.py --size medium --modes fp32,autocast,autocast-sdpa --profile autocast
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
 import torch
 
 from seqkd.losses import LossConfig, compute_loss
-from seqkd.models import ModelConfig, build_model
+from seqkd.models import ModelConfig, build_model, training_logits
+
+
+class MasterWeights:
+    """fp32 master copies of a bf16 model's trainable parameters; the optimizer steps these, and the
+    bf16 weights are refreshed from them after every step (so small updates are not rounded away)."""
+
+    def __init__(self, params: list[torch.nn.Parameter]):
+        self.params = params
+        self.master = [torch.nn.Parameter(p.detach().float().clone()) for p in params]
+
+    def grads_to_master(self) -> None:
+        for m, p in zip(self.master, self.params):
+            m.grad = None if p.grad is None else p.grad.float()
+            p.grad = None
+
+    @torch.no_grad()
+    def master_to_model(self) -> None:
+        for m, p in zip(self.master, self.params):
+            p.copy_(m)
+
+
+class Mode:
+    """One precision setup: its own model copy and optimizer (same initial weights for every mode)."""
+
+    def __init__(self, name: str, cfg: ModelConfig, vocab: int, fused: bool):
+        self.name = name
+        # e.g. "autocast-sdpa": autocast with SDPA attention; "-full": the full-vocabulary logits, sliced after
+        self.precision, _, attn = name.partition("-")
+        self.full = attn == "full"
+        if attn and not self.full:
+            cfg = ModelConfig(cfg.size, {**cfg.overrides, "attn_implementation": attn})
+        self.pad = vocab - 1
+        self.model = build_model(cfg, vocab, vocab - 1, 0, seed=1).train()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.master = None
+        if self.precision == "weights":
+            self.model.to(torch.bfloat16)
+            self.master = MasterWeights(params)
+            params = self.master.master
+        self.opt = torch.optim.AdamW(params, lr=1e-4, fused=fused or None)
+
+    def step(self, x, d, y) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "autocast"):
+            b = {"input_ids": x, "attention_mask": torch.ones_like(x), "decoder_input_ids": d}
+            logits = self.model(**b).logits if self.full else training_logits(self.model, b, self.pad)
+        loss, _ = compute_loss(logits, y, LossConfig(), self.pad)
+        (loss / y.numel()).backward()
+        if self.master:
+            self.master.grads_to_master()
+        params = self.master.master if self.master else self.model.parameters()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        if self.master:
+            self.master.master_to_model()
 
 
 def main() -> None:
@@ -22,39 +83,47 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=160)
     p.add_argument("--src-len", type=int, default=26)
     p.add_argument("--tgt-len", type=int, default=25)
-    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--steps", type=int, default=5, help="timed repetitions per mode")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--set", action="append", default=[], metavar="FIELD=INT", help="MarianConfig override")
-    p.add_argument("--modes", default="bf16,fp32", help="which of bf16,fp32 to time")
+    p.add_argument("--modes", default="fp32,autocast,weights")
+    p.add_argument("--fused", action="store_true", help="fused AdamW kernel")
+    p.add_argument("--profile", default="", help="print the top ops of one step of this mode")
+    p.add_argument("--json", default="", help="append the result as one JSON line to this file")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     V = a.vocab
-    overrides = {k: int(v) for k, v in (s.split("=") for s in a.set)}
-    model = build_model(ModelConfig(a.size, overrides), V, V - 1, 0)
-    modes = [m == "bf16" for m in a.modes.split(",")]
-    x = torch.randint(0, V - 1, (a.rows, a.src_len))
-    d = torch.randint(0, V - 1, (a.rows, a.tgt_len))
-    y = torch.randint(0, V - 1, (a.rows, a.tgt_len))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    times: dict[bool, list[float]] = {True: [], False: []}
-    for i in range(a.steps + 2 * len(modes)):
-        bf16 = modes[i % len(modes)]
-        t = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(input_ids=x, attention_mask=torch.ones_like(x), decoder_input_ids=d).logits
-        loss, _ = compute_loss(logits, y, LossConfig(), V - 1)
-        (loss / y.numel()).backward()
-        opt.step()
-        opt.zero_grad()
-        if i >= 2 * len(modes):
-            times[bf16].append(time.perf_counter() - t)
+    cfg = ModelConfig(a.size, {k: (int(v) if v.isdigit() else v) for k, v in (s.split("=") for s in a.set)})
+    modes = [Mode(m, cfg, V, a.fused) for m in a.modes.split(",")]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, V - 1, (a.rows, a.src_len), generator=g)
+    d = torch.randint(0, V - 1, (a.rows, a.tgt_len), generator=g)
+    y = torch.randint(0, V - 1, (a.rows, a.tgt_len), generator=g)
+    times: dict[str, list[float]] = {m.name: [] for m in modes}
+    for rep in range(a.steps + 1):  # the first repetition warms up
+        for m in modes:
+            t = time.perf_counter()
+            m.step(x, d, y)
+            if rep:
+                times[m.name].append(time.perf_counter() - t)
     tok = a.rows * a.tgt_len
-    for bf16, ts in times.items():
-        if not ts:
-            continue
+    base = statistics.median(times[modes[0].name])
+    for name, ts in times.items():
         med = statistics.median(ts)
-        print(f"{a.size} {'bf16' if bf16 else 'fp32'}: median {med:.3f} s/step, {tok / med:.0f} target tok/s "
-              f"({len(ts)} steps, {a.threads} threads)")
+        row = {"size": a.size, "overrides": cfg.overrides, "mode": name, "fused_adamw": a.fused,
+               "median_s": round(med, 4), "min_s": round(min(ts), 4), "max_s": round(max(ts), 4),
+               "tgt_tok_per_s": round(tok / med), "speedup_vs_first": round(base / med, 3),
+               "reps": len(ts), "threads": a.threads, "rows": a.rows, "tgt_len": a.tgt_len}
+        print(f"{a.size} {name:9s}: median {med:.3f} s/step (min {min(ts):.3f}, max {max(ts):.3f}), "
+              f"{tok / med:.0f} target tok/s, {base / med:.2f}x {modes[0].name}")
+        if a.json:
+            with open(a.json, "a") as f:
+                f.write(json.dumps(row) + "\n")
+    if a.profile:
+        m = next(m for m in modes if m.name == a.profile)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            m.step(x, d, y)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
 
 
 if __name__ == "__main__":

@@ -230,7 +230,10 @@ def cmd_reproduce(a) -> None:
     if a.threads:
         cfg.threads = a.threads
     out = a.out or f"runs/{cfg.preset}-{cfg.data.src}-{cfg.data.tgt}"
-    res = reproduce(cfg, out, progress=not a.quiet)
+    res = reproduce(cfg, out, progress=not a.quiet, stop_after=a.stop_after or "")
+    if not res:
+        print(f"{out}: stopped after stage {a.stop_after}; rerun without --stop-after to continue")
+        return
     print(f"{out}/report.md")
     for r in res["systems"]:
         print(f"{r['name']:28s} BLEU greedy {r['bleu_greedy']:6.2f}  beam {r['bleu_beam']:6.2f}  "
@@ -378,11 +381,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("reproduce", help="the paper's grid on Multi30k: teacher, students, KD variants, pruning, int8")
     _data_args(s)
-    s.add_argument("--preset", default="multi30k", help="tiny | multi30k | multi30k-gpu | a YAML file")
+    s.add_argument("--preset", default="multi30k", help="tiny | quick | multi30k | multi30k-gpu | a YAML file")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. seq_inter_k=10")
     s.add_argument("--threads", type=int, default=0, help="CPU threads for training and decoding (0 = all)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("--out", help="run folder (default runs/PRESET-SRC-TGT); rerun to resume")
+    s.add_argument("--stop-after", metavar="STAGE", help="end after this stage (e.g. teacher); rerun to go on")
     s.set_defaults(func=cmd_reproduce)
 
     s = sub.add_parser("translate", help="translate a file or stdin, one output line per input line")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,8 @@ def from_dict(cls, d: dict | None, where: str = ""):
     kwargs = {}
     for k, v in d.items():
         t = hints[k]
+        if typing.get_origin(t) in (typing.Union, types.UnionType) and v is not None:  # X | None
+            t = next(a for a in typing.get_args(t) if a is not type(None))
         if dataclasses.is_dataclass(t):
             kwargs[k] = from_dict(t, v, f"{where}.{k}".strip("."))
         elif t is tuple or typing.get_origin(t) is tuple:

@@ -72,6 +72,11 @@ def _pick(hyps: list, ref: str, metric: str) -> tuple[int, float]:
     return best, best_s
 
 
+def _moveable(ident: dict) -> dict:
+    """The identity without the teacher's path: a moved run folder still matches (weights are hashed)."""
+    return {k: v for k, v in ident.items() if k != "teacher"}
+
+
 def select_indices(n: int, fraction: float, seed: int) -> list[int]:
     if fraction >= 1.0:
         return list(range(n))
@@ -97,7 +102,7 @@ def distill(teacher_dir: str | Path, src: list[str], ref: list[str], out_dir: st
     manifest_path = out / "manifest.json"
     if manifest_path.exists():
         m = json.loads(manifest_path.read_text())
-        if {k: m.get(k) for k in ident} == ident:
+        if {k: m.get(k) for k in ident if k != "teacher"} == _moveable(ident):
             log.info("%s: distilled data up to date, skipping", out)
             return m
         raise SeqkdError(f"{manifest_path}: folder holds distilled data from another teacher, input or config; "
@@ -108,7 +113,7 @@ def distill(teacher_dir: str | Path, src: list[str], ref: list[str], out_dir: st
         stale.unlink()
     if not (out / "identity.json").exists():
         write_json(out / "identity.json", ident)
-    if json.loads((out / "identity.json").read_text()) != ident:
+    if _moveable(json.loads((out / "identity.json").read_text())) != _moveable(ident):
         raise SeqkdError(f"{out}: unfinished shards come from another teacher, input or config; use another folder")
 
     nbest = cfg.beam if cfg.mode == "seq_inter" else 1

@@ -25,10 +25,13 @@ class LossConfig:
 def _log_probs(logits: torch.Tensor, pad_id: int | None) -> torch.Tensor:
     """log_softmax over the vocabulary in float32, without `<pad>` (never a target, never predicted).
 
-    logits (B, T, V) -> (B, T, V - 1) when `<pad>` is the last id (seqkd's and Marian's layout:
+    logits (B, T, V - 1) from `models.training_logits` (pad column never computed) are used as they
+    are; logits (B, T, V) -> (B, T, V - 1) when `<pad>` is the last id (seqkd's and Marian's layout:
     dropping the column is a free view, so the pad row of the tied embedding gets no gradient and
     stays zero); other layouts get the pad logit set to -inf instead.
     """
+    if pad_id is not None and pad_id == logits.size(-1):  # already without the pad column (training_logits)
+        return F.log_softmax(logits.float(), dim=-1)
     if pad_id is not None and pad_id == logits.size(-1) - 1:
         return F.log_softmax(logits[..., :-1].float(), dim=-1)
     logits = logits.float()

@@ -14,7 +14,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
 from seqkd.data import DataConfig, load_pairs
@@ -25,12 +25,18 @@ from seqkd.vocab import VocabConfig
 
 log = logging.getLogger(__name__)
 
-STUDENTS = ("baseline", "word_kd", "seq_kd", "baseline+seq_inter", "seq_kd+seq_inter", "seq_kd+seq_inter+word_kd")
+# Table 1's student rows, in the paper's order; the second student size gets `ReproduceConfig.small_suffix`.
+STUDENTS = ("baseline", "word_kd", "seq_kd", "baseline+seq_inter", "word_kd+seq_inter", "seq_kd+seq_inter",
+            "seq_kd+word_kd", "seq_kd+seq_inter+word_kd")
 
 
 @dataclass
 class ReproduceConfig:
-    """A preset: the grid's data, sizes, training budgets and distillation settings."""
+    """A preset: the grid's data, sizes, training budgets and distillation settings.
+
+    Every training stage stops on validation BLEU (`patience`) inside its budget (`max_epochs` /
+    `max_steps`); the schedule a stage names is the one that runs (train.lr_at).
+    """
 
     preset: str = "custom"
     note: str = ""
@@ -38,20 +44,32 @@ class ReproduceConfig:
     vocab: VocabConfig = field(default_factory=VocabConfig)
     teacher: ModelConfig = field(default_factory=lambda: ModelConfig("student"))
     student: ModelConfig = field(default_factory=lambda: ModelConfig("student-small"))
+    student_small: ModelConfig | None = None  # the second student size (paper: 2x300 beside 2x500); None = skip
+    small_suffix: str = "-small"
+    seeds: tuple[int, ...] = (1,)  # baseline and seq_kd of the main size are trained with each seed
+    fp32_control: bool = False  # also train the main baseline in float32 (`baseline-fp32`): does bf16 cost BLEU?
     teacher_train: TrainConfig = field(default_factory=TrainConfig)
     student_train: TrainConfig = field(default_factory=TrainConfig)
-    finetune_train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, warmup_steps=1, max_epochs=1))
-    prune_train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=3e-4, warmup_steps=1, max_epochs=1))
+    finetune_train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, warmup_steps=0,
+                                                                            schedule="constant", max_epochs=1))
+    prune_train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=3e-4, warmup_steps=0,
+                                                                         schedule="constant", max_epochs=1))
     seq_kd_beam: int = 5
     seq_inter_k: int = 35
     seq_inter_fraction: float = 1.0
     seq_inter_metric: str = "bleu"
     word_kd_alpha: float = 0.5
     word_kd_topk: int = 8
-    prune: list = field(default_factory=lambda: [{"sparsity": 0.5}, {"sparsity": 0.8}, {"sparsity": 0.9}])
-    prune_scheme: str = "class-blind"
+    # pruning chains: each {name, scheme, schedule}; every round retrains on Seq-KD data, then
+    # fine-tunes on Seq-Inter data (masks kept); sparsity 0 is the control with the same retraining
+    prune: list = field(default_factory=lambda: [
+        {"scheme": "class-blind", "schedule": [0.0]},
+        {"scheme": "class-blind", "schedule": [0.5, 0.8, 0.9]},
+        {"scheme": "class-distribution", "schedule": [0.5, 0.8]}])
+    int8_min_ratio: float = 13.0  # int8 candidates: pruned models >= this many x fewer non-zeros than the teacher
     eval_beam: int = 5
     eval_max_sents: int = 0
+    speed_repeats: int = 3
     bootstrap_samples: int = 1000
     threads: int = 0
 
@@ -60,16 +78,48 @@ def _h(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# Fields that change how fast or how verbosely a stage runs, never what it produces.
+COSMETIC = frozenset({"threads", "log_every", "ckpt_every", "device", "progress", "data_dir"})
+
+
+def identity(obj) -> dict:
+    """What of a config dataclass changes a stage's result: fields that differ from their defaults,
+    minus cosmetic ones (threads, log_every, checkpoint interval, device, paths).
+
+    Dropping defaults keeps finished stages valid when a later version adds a field whose default
+    keeps the old behaviour; a changed value of any field that matters changes the identity.
+    """
+    out = {}
+    for f in fields(obj):
+        if f.name in COSMETIC:
+            continue
+        v = getattr(obj, f.name)
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        if is_dataclass(v):
+            sub = identity(v)
+            if sub:
+                out[f.name] = sub
+        elif v != default and not (isinstance(v, (tuple, list)) and list(v) == list(default or [])):
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+class StopAfter(Exception):
+    """Raised after the stage named by --stop-after."""
+
+
 class Runner:
     """Runs named stages once; `hashes` chains each stage's identity into its dependants."""
 
-    def __init__(self, out: Path, progress: bool = True):
-        self.out, self.progress = out, progress
+    def __init__(self, out: Path, progress: bool = True, stop_after: str = ""):
+        self.out, self.progress, self.stop_after = out, progress, stop_after
+        self.stopped = False
         self.hashes: dict[str, str] = {}
         self.seconds: dict[str, float] = {}
         self.ran: list[str] = []
 
     def stage(self, name: str, inputs: list[str], params, fn: Callable[[Path], None]) -> Path:
+        self.stopped = name == self.stop_after
         h = _h({"params": params, "inputs": [self.hashes[i] for i in inputs]})
         d = self.out / name
         marker = d / "stage.json"
@@ -93,8 +143,11 @@ class Runner:
         return d
 
 
-def reproduce(cfg: ReproduceConfig, out: str | Path, progress: bool = True) -> dict:
-    """Run (or resume) the whole grid into `out`; returns results.json's content."""
+def reproduce(cfg: ReproduceConfig, out: str | Path, progress: bool = True, stop_after: str = "") -> dict:
+    """Run (or resume) the whole grid into `out`; returns results.json's content.
+
+    `stop_after`: end after this stage (e.g. "teacher") without a report.
+    """
     import torch
 
     from seqkd import stages
@@ -111,41 +164,80 @@ def reproduce(cfg: ReproduceConfig, out: str | Path, progress: bool = True) -> d
     if cfg.eval_max_sents:
         test_src, test_ref = test_src[: cfg.eval_max_sents], test_ref[: cfg.eval_max_sents]
     refs = TrainData(train_src, train_tgt, *val)
-    r = Runner(out, progress)
-    data_id = {"data": asdict(cfg.data), "pairs": len(train_src), "sha": _h([train_src, train_tgt, *val])}
+    r = Runner(out, progress, stop_after)
+    # the data's identity is its content (after cleaning), never the path it was read from
+    data_id = {"pairs": len(train_src), "sha": _h([train_src, train_tgt, *val])}
     S = stages.Stages(cfg, r, refs, progress)
 
-    r.stage("vocab", [], {"vocab": asdict(cfg.vocab), **data_id}, S.vocab)
-    r.stage("teacher", ["vocab"], {"m": asdict(cfg.teacher), "t": asdict(cfg.teacher_train)}, S.teacher)
-    st = {"m": asdict(cfg.student), "t": asdict(cfg.student_train)}
-    r.stage("baseline", ["vocab"], st, S.baseline)
-    r.stage("data_seq_kd", ["teacher"], {"beam": cfg.seq_kd_beam}, S.seq_kd_data)
-    r.stage("seq_kd", ["vocab", "data_seq_kd"], st, S.seq_kd)
-    r.stage("data_topk", ["teacher"], {"k": cfg.word_kd_topk}, S.topk_refs)
-    r.stage("word_kd", ["vocab", "data_topk"], {**st, "a": cfg.word_kd_alpha}, S.word_kd)
-    r.stage("data_seq_inter", ["teacher"], {"k": cfg.seq_inter_k, "f": cfg.seq_inter_fraction,
-                                            "m": cfg.seq_inter_metric}, S.seq_inter_data)
-    ft = {"t": asdict(cfg.finetune_train)}
-    r.stage("baseline+seq_inter", ["baseline", "data_seq_inter"], ft, S.finetune("baseline"))
-    r.stage("seq_kd+seq_inter", ["seq_kd", "data_seq_inter"], ft, S.finetune("seq_kd"))
-    r.stage("data_topk_seq_inter", ["teacher", "data_seq_inter"], {"k": cfg.word_kd_topk}, S.topk_seq_inter)
-    r.stage("seq_kd+seq_inter+word_kd", ["seq_kd", "data_seq_inter", "data_topk_seq_inter"],
-            {**ft, "a": cfg.word_kd_alpha}, S.finetune("seq_kd", word_kd=True))
-    r.stage("teacher+seq_inter", ["teacher", "data_seq_inter"], ft, S.finetune("teacher"))
+    def run_stage(name, inputs, params, fn) -> None:
+        r.stage(name, inputs, params, fn)
+        if r.stopped:
+            raise StopAfter(name)
 
-    best = S.best_student()
-    log.info("best student by validation BLEU: %s", best)
-    pruned = []
-    for p in cfg.prune:
-        name = stages.prune_name(p, cfg.prune_scheme)
-        r.stage(name, [best, "data_seq_kd"], {"p": p, "scheme": cfg.prune_scheme, "best": best,
-                                              "t": asdict(cfg.prune_train)}, S.prune(best, p))
-        pruned.append(name)
-    r.stage("best_int8", [best], {"best": best}, S.export(best))
+    def t(c: TrainConfig) -> dict:
+        return identity(c)
 
-    systems = ["teacher", *STUDENTS, "teacher+seq_inter", *pruned, "best_int8"]
-    r.stage("eval", systems, {"beam": cfg.eval_beam, "n": len(test_src), "threads": cfg.threads},
-            S.evaluate(systems, test_src, test_ref))
+    try:
+        run_stage("vocab", [], {"vocab": identity(cfg.vocab), **data_id}, S.vocab)
+        run_stage("teacher", ["vocab"], {"m": identity(cfg.teacher), "t": t(cfg.teacher_train)}, S.teacher)
+        run_stage("data_seq_kd", ["teacher"], {"beam": cfg.seq_kd_beam}, S.seq_kd_data)
+        run_stage("data_seq_inter", ["teacher"], {"k": cfg.seq_inter_k, "f": cfg.seq_inter_fraction,
+                                                  "m": cfg.seq_inter_metric}, S.seq_inter_data)
+        k = {"k": cfg.word_kd_topk}
+        run_stage("data_topk", ["teacher"], k, S.topk("refs"))
+        run_stage("data_topk_seq_kd", ["teacher", "data_seq_kd"], k, S.topk("data_seq_kd"))
+        run_stage("data_topk_seq_inter", ["teacher", "data_seq_inter"], k, S.topk("data_seq_inter"))
+        run_stage("teacher+seq_inter", ["teacher", "data_seq_inter"], {"t": t(cfg.finetune_train)},
+                  S.finetune("teacher", "teacher+seq_inter"))
+        ft = {"t": t(cfg.finetune_train), "a": cfg.word_kd_alpha}
+
+        sizes = [("", cfg.student)] + ([(cfg.small_suffix, cfg.student_small)] if cfg.student_small else [])
+        students = []
+        for suffix, model in sizes:
+            st = {"m": identity(model), "t": t(cfg.student_train), "a": cfg.word_kd_alpha}
+            seeds = cfg.seeds if not suffix else cfg.seeds[:1]
+            for i, seed in enumerate(seeds):
+                tag = suffix + ("" if i == 0 else f"-seed{seed}")
+                sd = {**st, "seed": seed}
+                run_stage(f"baseline{tag}", ["vocab"], sd, S.student(model, seed, "refs"))
+                run_stage(f"seq_kd{tag}", ["vocab", "data_seq_kd"], sd, S.student(model, seed, "data_seq_kd"))
+            if cfg.fp32_control and not suffix:
+                run_stage("baseline-fp32", ["vocab"], {"m": identity(model), "seed": cfg.seeds[0],
+                                                       "t": t(replace(cfg.student_train, bf16="off"))},
+                          S.student(model, cfg.seeds[0], "refs", bf16="off"))
+            run_stage(f"word_kd{suffix}", ["vocab", "data_topk"], st, S.student(model, cfg.seeds[0], "refs", True))
+            run_stage(f"seq_kd+word_kd{suffix}", ["vocab", "data_seq_kd", "data_topk_seq_kd"], st,
+                      S.student(model, cfg.seeds[0], "data_seq_kd", True))
+            for base, word in (("baseline", False), ("word_kd", True), ("seq_kd", False), ("seq_kd", True)):
+                name = f"{base}+seq_inter" + ("+word_kd" if word and base == "seq_kd" else "") + suffix
+                deps = [base + suffix, "data_seq_inter"] + (["data_topk_seq_inter"] if word else [])
+                run_stage(name, deps, {**ft, "word": word}, S.finetune(base + suffix, name, word))
+            students += [s + suffix for s in STUDENTS]
+
+        best = S.best_student([s for s in STUDENTS])
+        log.info("best student by validation BLEU: %s", best)
+        pruned = []
+        for chain in cfg.prune:
+            prev = best
+            for sp in chain["schedule"]:
+                name = stages.prune_name(sp, chain["scheme"])
+                run_stage(name, [prev, "data_seq_kd", "data_seq_inter"],
+                          {"sparsity": sp, "scheme": chain["scheme"], "from": prev, "t": t(cfg.prune_train),
+                           "ft": t(cfg.finetune_train)}, S.prune(prev, sp, chain["scheme"]))
+                pruned.append(name)
+                prev = name
+        pick = S.int8_pick(pruned, best)
+        run_stage("best_int8", [pick], {"from": pick}, S.export(pick))
+        seed_runs = [f"{s}-seed{x}" for s in ("baseline", "seq_kd") for x in cfg.seeds[1:]]
+        seed_runs += ["baseline-fp32"] if cfg.fp32_control else []
+        systems = ["teacher", "teacher+seq_inter", *students, *seed_runs, *pruned, "best_int8"]
+        run_stage("eval", systems, {"beam": cfg.eval_beam, "n": len(test_src)},
+                  S.evaluate(systems, test_src, test_ref))
+        run_stage("speed", ["eval"], {"repeats": cfg.speed_repeats, "best": best},
+                  S.speed(best, test_src))
+    except StopAfter as e:
+        log.info("stopped after stage %s (--stop-after)", e)
+        return {}
     from seqkd.report import write_report
 
     return write_report(out, cfg, r, systems, best, time.time() - t0, test_ref)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from seqkd.fsutil import write_json, write_text
 
-PAPER_NOTE = ("Kim & Rush (2016), WMT14 En-De: baseline 2x500 14.7 greedy / 17.6 beam; Seq-KD 18.9 / 19.0; "
-              "teacher 17.7 / 19.5.")
+PAPER_NOTE = ("Kim & Rush (2016), WMT14 En-De: teacher 4x1000 17.7 greedy / 19.5 beam; 2x500 baseline 14.7 / 17.6; "
+              "Seq-KD 18.9 / 19.0; Seq-KD + Seq-Inter + Word-KD 18.8 / 19.2.")
 
 
 def machine_info(threads: int) -> dict:
@@ -55,72 +55,165 @@ def write_report(out: Path, cfg, runner, systems: list[str], best: str, wall: fl
     sig = _significance(out, systems, refs, cfg.bootstrap_samples)
     for r in rows:
         r.update(sig.get(r["name"], {}))
-    teacher = next(r for r in rows if r["name"] == "teacher")
+    speed = json.loads((out / "speed" / "speed.json").read_text())
     results = {
-        "preset": cfg.preset, "src": cfg.data.src, "tgt": cfg.data.tgt,
+        "preset": cfg.preset, "note": cfg.note, "src": cfg.data.src, "tgt": cfg.data.tgt,
         "test_set": f"{cfg.data.corpus}:{cfg.data.test_split}", "sacrebleu_signature": rows[0]["bleu_signature"],
         "wall_seconds": sum(runner.seconds.values()), "wall_seconds_this_invocation": wall,
         "stage_seconds": runner.seconds, "stages_run_now": runner.ran, "best_student": best,
         "machine": machine_info(cfg.threads), "config": asdict(cfg), "systems": rows,
-        "claims": _claims(rows, teacher, best),
+        "seeds": _seed_stats(rows, cfg.seeds), "speed": speed,
     }
+    results["claims"] = claims(rows, best, speed, results["seeds"])
     write_json(out / "results.json", results)
     write_text(out / "report.md", _markdown(results))
     _plots(out, results)
     return results
 
 
-def _claims(rows: list[dict], teacher: dict, best_name: str) -> dict:
-    """The paper's comparisons; the best student is the one chosen on validation BLEU, not on test."""
+def _seed_stats(rows: list[dict], seeds) -> dict:
+    """Mean and sample sd over seeds of baseline and seq_kd (main size), greedy and beam BLEU."""
+    import statistics
+
     by = {r["name"]: r for r in rows}
-    base, kd, best = by["baseline"], by["seq_kd"], by[best_name]
-    pruned = [r for r in rows if r["name"].startswith("pruned")]
+    out = {}
+    for system in ("baseline", "seq_kd"):
+        names = [system] + [f"{system}-seed{s}" for s in list(seeds)[1:]]
+        got = [by[n] for n in names if n in by]
+        if len(got) < 2:
+            continue
+        out[system] = {"n": len(got), "seeds": list(seeds)[: len(got)]}
+        for key in ("bleu_greedy", "bleu_beam"):
+            vals = [g[key] for g in got]
+            out[system][key] = {"mean": statistics.mean(vals), "sd": statistics.stdev(vals), "values": vals}
+    return out
+
+
+# The paper's figures (WMT14 En-De, Kim & Rush 2016) for each claim, as PAPER.md gives them.
+PAPER = {
+    "Q1": "Seq-KD 2x500 greedy 18.9 vs baseline 14.7 greedy (+4.2) / 17.6 beam (+1.3)",
+    "Q2": "Seq-KD 2x500 greedy 18.9 vs teacher beam 19.5 (-0.6)",
+    "S1": "about 10x (student greedy vs teacher beam 5)",
+    "Z1": "80% pruned 2x500: 13x fewer parameters than the teacher, -0.4 BLEU vs its beam",
+}
+
+
+def claims(rows: list[dict], best_name: str, speed: dict, seeds: dict) -> dict:
+    """Q1, Q2, S1 and Z1: this run's figure, the paper's, and whether the claim holds here.
+
+    The best student is the one chosen on validation BLEU, never on test; Q1 uses the seed means
+    where several seeds ran.
+    """
+    by = {r["name"]: r for r in rows}
+    teacher, base, kd, best = by["teacher"], by["baseline"], by["seq_kd"], by[best_name]
+
+    def mean(system: str, key: str) -> float:
+        return seeds[system][key]["mean"] if system in seeds else by[system][key]
+
+    q1_g = mean("seq_kd", "bleu_greedy") - mean("baseline", "bleu_greedy")
+    q1_b = mean("seq_kd", "bleu_greedy") - mean("baseline", "bleu_beam")
+    q2 = best["bleu_greedy"] - teacher["bleu_beam"]
+    s1 = speed["speedup_median"]
+    pruned = [r for r in rows if r["name"].startswith("pruned") or r["name"] == "best_int8"]
+    for r in pruned:
+        r["x_fewer_than_teacher"] = teacher["params_total"] / max(1, r["params_nonzero"])
+        r["beam_vs_teacher"] = r["bleu_beam"] - teacher["bleu_beam"]
+    ok = [r for r in pruned if r["x_fewer_than_teacher"] >= 13 and r["beam_vs_teacher"] >= -0.4]
+    z1 = max(ok, key=lambda r: r["x_fewer_than_teacher"]) if ok else max(
+        (r for r in pruned if r["x_fewer_than_teacher"] >= 13), key=lambda r: r["bleu_beam"], default=None)
+    seeds_note = f" (means over {seeds['seq_kd']['n']} seeds)" if "seq_kd" in seeds else ""
     return {
-        "seq_kd_greedy_minus_baseline_greedy": kd["bleu_greedy"] - base["bleu_greedy"],
-        "seq_kd_greedy_minus_baseline_beam": kd["bleu_greedy"] - base["bleu_beam"],
-        "greedy_beam_gap_baseline": base["bleu_beam"] - base["bleu_greedy"],
-        "greedy_beam_gap_seq_kd": kd["bleu_beam"] - kd["bleu_greedy"],
-        "best_student_beam_minus_teacher_beam": best["bleu_beam"] - teacher["bleu_beam"],
-        "student_greedy_vs_teacher_beam_speedup": by[best["name"]]["sent_per_s_greedy"] / teacher["sent_per_s_beam"],
-        "int8_greedy_vs_teacher_beam_speedup": by["best_int8"]["sent_per_s_greedy"] / teacher["sent_per_s_beam"],
-        "teacher_params_over_pruned_nonzero": {r["name"]: teacher["params_total"] / max(1, r["params_nonzero"])
-                                               for r in pruned},
+        "Q1": {"claim": "Seq-KD greedy >= baseline greedy + 2, and >= baseline beam",
+               "this_run": f"Seq-KD greedy {mean('seq_kd', 'bleu_greedy'):.2f}: {q1_g:+.2f} vs baseline greedy, "
+                           f"{q1_b:+.2f} vs baseline beam{seeds_note}",
+               "seq_kd_minus_baseline_greedy": q1_g, "seq_kd_greedy_minus_baseline_beam": q1_b,
+               "paper": PAPER["Q1"], "holds": q1_g >= 2 and q1_b >= 0},
+        "Q2": {"claim": "best student greedy within 0.5 BLEU of the teacher's beam",
+               "this_run": f"{best_name} greedy {best['bleu_greedy']:.2f} vs teacher beam {teacher['bleu_beam']:.2f} "
+                           f"({q2:+.2f})", "best_greedy_minus_teacher_beam": q2,
+               "paper": PAPER["Q2"], "holds": q2 >= -0.5},
+        "S1": {"claim": "best student greedy sentences/s / teacher beam-5 sentences/s (paper: 10x)",
+               "this_run": f"{s1:.1f}x (range {speed['speedup_range'][0]:.1f}-{speed['speedup_range'][1]:.1f}x over "
+                           f"{len(speed['teacher_beam']['seconds'])} interleaved repetitions)",
+               "speedup": s1, "paper": PAPER["S1"], "holds": s1 >= 10},
+        "Z1": {"claim": ">= 13x fewer non-zero parameters than the teacher, within 0.4 BLEU of the teacher's beam",
+               "this_run": "no pruned model reaches 13x" if z1 is None else
+               f"{z1['name']}: {z1['x_fewer_than_teacher']:.1f}x fewer, beam {z1['bleu_beam']:.2f} "
+               f"({z1['beam_vs_teacher']:+.2f} vs teacher)",
+               "model": z1 and z1["name"], "paper": PAPER["Z1"], "holds": bool(ok)},
+        "greedy_beam_gap": {"baseline": base["bleu_beam"] - base["bleu_greedy"],
+                            "seq_kd": kd["bleu_beam"] - kd["bleu_greedy"], "paper": "2.9 vs 0.1"},
     }
+
+
+def _fmt_row(r: dict) -> str:
+    sig = "" if r["name"] == "baseline" else (f"{'**yes**' if r['significant'] else 'no'} ({r['p_value']:.3f})")
+    return (f"| {r['name']} | {r['params_total'] / 1e6:.2f}M | {r['params_nonzero'] / 1e6:.2f}M | "
+            f"{r.get('val_bleu_greedy', float('nan')):.2f} | {r['bleu_greedy']:.2f} | {r['bleu_beam']:.2f} | "
+            f"{r['chrf_greedy']:.2f} | {r['ppl']:.2f} | {100 * r['p_beam']:.3g}% | {r['sent_per_s_greedy']:.0f} | "
+            f"{r['sent_per_s_beam']:.0f} | {r['size_mb']:.1f} | {sig} |")
 
 
 def _markdown(res: dict) -> str:
     m = res["machine"]
-    lines = [f"# seqkd reproduce: preset `{res['preset']}`, {res['src']}->{res['tgt']}, test {res['test_set']}", ""]
-    if res["preset"] == "tiny":
-        lines += ["**Smoke-test preset: tiny data and models; these numbers prove nothing about the method.**", ""]
+    lines = []
+    if res.get("note"):
+        lines += [f"**{res['note'][0].upper() + res['note'][1:]}.**", ""]
+    lines += [f"# seqkd reproduce: preset `{res['preset']}`, {res['src']}->{res['tgt']}, test {res['test_set']}", ""]
     lines += [f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads, GPU: {m['gpu'] or 'none'}; "
               f"Python {m['python']}; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".",
-              f"Total stage wall time: {res['wall_seconds'] / 60:.1f} min. Best student (validation BLEU): "
+              f"Total stage wall time: {res['wall_seconds'] / 3600:.2f} h. Best student (validation BLEU): "
               f"`{res['best_student']}`.", "", f"sacreBLEU signature: `{res['sacrebleu_signature']}`", "",
-              "| system | params | non-zero | BLEU greedy | BLEU beam | chrF greedy | PPL | p(t=y_hat) | "
-              "sent/s greedy | sent/s beam | MB | sig. vs baseline (p) |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in res["systems"]:
-        sig = "" if r["name"] == "baseline" else (f"{'**yes**' if r['significant'] else 'no'} ({r['p_value']:.3f})")
-        lines.append(f"| {r['name']} | {r['params_total'] / 1e6:.2f}M | {r['params_nonzero'] / 1e6:.2f}M | "
-                     f"{r['bleu_greedy']:.2f} | {r['bleu_beam']:.2f} | {r['chrf_greedy']:.2f} | {r['ppl']:.2f} | "
-                     f"{100 * r['p_beam']:.3g}% | {r['sent_per_s_greedy']:.0f} | {r['sent_per_s_beam']:.0f} | "
-                     f"{r['size_mb']:.1f} | {sig} |")
+              "## The paper's claims", "", "| claim | this run | the paper | holds |", "|---|---|---|---|"]
     c = res["claims"]
-    lines += ["", "## The paper's claims against these numbers", "",
-              f"- Seq-KD greedy - baseline greedy: {c['seq_kd_greedy_minus_baseline_greedy']:+.2f} BLEU "
-              "(paper: +4.2 on WMT14 En-De).",
-              f"- Seq-KD greedy - baseline beam: {c['seq_kd_greedy_minus_baseline_beam']:+.2f} BLEU (paper: +1.3).",
-              f"- Greedy-to-beam gap: baseline {c['greedy_beam_gap_baseline']:+.2f}, Seq-KD "
-              f"{c['greedy_beam_gap_seq_kd']:+.2f} (paper: 2.9 vs 0.1).",
-              f"- Best student beam - teacher beam: {c['best_student_beam_minus_teacher_beam']:+.2f} BLEU.",
-              f"- Best student greedy vs teacher beam, sentences/s: "
-              f"{c['student_greedy_vs_teacher_beam_speedup']:.1f}x "
-              f"(int8: {c['int8_greedy_vs_teacher_beam_speedup']:.1f}x; "
-              "paper: about 10x).",
-              "- Teacher parameters / pruned non-zero parameters: "
-              + ", ".join(f"{k} {v:.1f}x" for k, v in c["teacher_params_over_pruned_nonzero"].items())
-              + " (paper: 13x at 80%).", "", PAPER_NOTE, "",
+    for k in ("Q1", "Q2", "S1", "Z1"):
+        lines.append(f"| {k}: {c[k]['claim']} | {c[k]['this_run']} | {c[k]['paper']} | "
+                     f"{'**yes**' if c[k]['holds'] else 'no'} |")
+    g = c["greedy_beam_gap"]
+    lines += ["", f"Greedy-to-beam gap: baseline {g['baseline']:+.2f}, Seq-KD {g['seq_kd']:+.2f} "
+              f"(paper: {g['paper']}).", "", "## Table 1", "",
+              "| system | params | non-zero | val BLEU greedy | BLEU greedy | BLEU beam | chrF greedy | PPL | "
+              "p(t=y_hat) | sent/s greedy | sent/s beam | MB | sig. vs baseline (p) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [_fmt_row(r) for r in res["systems"] if not r["name"].startswith("pruned") and r["name"] != "best_int8"]
+    if res["seeds"]:
+        lines += ["", "Seeds (main student size), test BLEU mean ± sd:", "",
+                  "| system | seeds | greedy | beam | values (greedy) |", "|---|---|---|---|---|"]
+        for name, st in res["seeds"].items():
+            lines.append(f"| {name} | {st['n']} | {st['bleu_greedy']['mean']:.2f} ± {st['bleu_greedy']['sd']:.2f} | "
+                         f"{st['bleu_beam']['mean']:.2f} ± {st['bleu_beam']['sd']:.2f} | "
+                         + ", ".join(f"{v:.2f}" for v in st["bleu_greedy"]["values"]) + " |")
+    by = {r["name"]: r for r in res["systems"]}
+    if "baseline-fp32" in by:
+        f, st = by["baseline-fp32"], res["seeds"].get("baseline")
+        if st:
+            g, b = st["bleu_greedy"], st["bleu_beam"]
+            ref = (f"the bf16 baseline's {st['n']} seeds: {g['mean']:.2f} ± {g['sd']:.2f} / "
+                   f"{b['mean']:.2f} ± {b['sd']:.2f}")
+        else:
+            ref = f"the bf16 baseline: {by['baseline']['bleu_greedy']:.2f} / {by['baseline']['bleu_beam']:.2f}"
+        lines += ["", f"Precision control: `baseline-fp32` (the same recipe and seed in float32) scores "
+                  f"{f['bleu_greedy']:.2f} greedy / {f['bleu_beam']:.2f} beam, against {ref}."]
+    lines += ["", "## Pruning and int8", "",
+              "Each round prunes the previous one, retrains on the Seq-KD data and fine-tunes on the Seq-Inter data "
+              "with masks kept; `pruned_0` is the control given the same retraining without pruning. The int8 "
+              "model's source is chosen on validation BLEU.", "",
+              "| system | params | non-zero | x fewer than teacher | val BLEU greedy | BLEU greedy | BLEU beam | "
+              "beam vs teacher | sent/s greedy | MB |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in res["systems"]:
+        if r["name"].startswith("pruned") or r["name"] == "best_int8":
+            lines.append(f"| {r['name']} | {r['params_total'] / 1e6:.2f}M | {r['params_nonzero'] / 1e6:.3f}M | "
+                         f"{r['x_fewer_than_teacher']:.1f} | {r.get('val_bleu_greedy', float('nan')):.2f} | "
+                         f"{r['bleu_greedy']:.2f} | {r['bleu_beam']:.2f} | {r['beam_vs_teacher']:+.2f} | "
+                         f"{r['sent_per_s_greedy']:.0f} | {r['size_mb']:.1f} |")
+    sp = res["speed"]
+    tb, sg = sp["teacher_beam"], sp["student_greedy"]
+    lines += ["", f"Speed (S1): CTranslate2 float32, {sp['threads'] or 'all'} threads, {sp['n']} test sentences, "
+              f"{len(tb['seconds'])} interleaved repetitions: teacher beam {tb['sent_per_s_median']:.0f} sent/s "
+              f"(range {tb['sent_per_s_min']:.0f}-{tb['sent_per_s_max']:.0f}), `{sp['student']}` greedy "
+              f"{sg['sent_per_s_median']:.0f} sent/s (range {sg['sent_per_s_min']:.0f}-{sg['sent_per_s_max']:.0f}). "
+              "The Table 1 speed columns come from one pass each.",
+              "", PAPER_NOTE, "",
               "Significance: sacreBLEU paired bootstrap resampling of beam outputs against the baseline, p < 0.05.",
               "", "## Wall time per stage", "", "| stage | minutes |", "|---|---|"]
     lines += [f"| {k} | {v / 60:.2f} |" for k, v in res["stage_seconds"].items()]
@@ -148,41 +241,15 @@ def _plots(out: Path, res: dict) -> None:
     fig.savefig(out / "bleu_greedy_beam.png", dpi=110)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for r in rows:
-        for key, mk in (("greedy", "o"), ("beam", "s")):
-            ax.scatter(r[f"sent_per_s_{key}"], r[f"bleu_{key}"], marker=mk)
-            ax.annotate(f"{r['name']} ({key})", (r[f"sent_per_s_{key}"], r[f"bleu_{key}"]), fontsize=6)
-    ax.set_xscale("log")
-    ax.set_xlabel("sentences/s (log)")
-    ax.set_ylabel("BLEU")
-    ax.set_title("Speed / quality")
-    fig.tight_layout()
-    fig.savefig(out / "speed_quality.png", dpi=110)
-    plt.close(fig)
-
-    pr = [r for r in rows if r["name"].startswith("pruned") or r["name"] == res["best_student"]]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    pr.sort(key=lambda r: r["params_nonzero"])
-    ax.plot([r["params_nonzero"] / 1e6 for r in pr], [r["bleu_beam"] for r in pr], "o-", label="beam")
-    ax.plot([r["params_nonzero"] / 1e6 for r in pr], [r["bleu_greedy"] for r in pr], "s--", label="greedy")
-    for r in pr:
-        ax.annotate(r["name"], (r["params_nonzero"] / 1e6, r["bleu_beam"]), fontsize=7)
-    ax.set_xlabel("non-zero parameters (M)")
-    ax.set_ylabel("BLEU")
-    ax.legend()
-    ax.set_title("Pruning")
-    fig.tight_layout()
-    fig.savefig(out / "pruning.png", dpi=110)
-    plt.close(fig)
-
+    _speed_plot(plt, out, rows)
+    _pruning_plot(plt, out, rows, res["best_student"])
     fig, ax = plt.subplots(figsize=(7, 4))
-    for name in ("teacher", "baseline", "word_kd", "seq_kd"):
+    for name in ("teacher", "baseline", "word_kd", "seq_kd", "seq_kd+word_kd"):
         mp = out / name / "metrics.jsonl"
         if mp.exists():
             val = [json.loads(ln) for ln in mp.read_text().splitlines() if '"val"' in ln]
             if val and "val_bleu" in val[0]:
-                ax.plot([v["step"] for v in val], [v["val_bleu"] for v in val], "o-", label=name)
+                ax.plot([v["step"] for v in val], [v["val_bleu"] for v in val], "o-", ms=3, label=name)
     ax.set_xlabel("step")
     ax.set_ylabel("validation BLEU (greedy)")
     ax.legend()
@@ -192,3 +259,53 @@ def _plots(out: Path, res: dict) -> None:
     plt.close(fig)
 
 
+def pareto(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both coordinates (higher x and higher y), by x."""
+    front = [i for i, (x, y) in enumerate(points)
+             if not any((x2 >= x and y2 >= y) and (x2, y2) != (x, y) for x2, y2 in points)]
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def _speed_plot(plt, out: Path, rows: list[dict]) -> None:
+    """BLEU against sentences/s: one marker per system (legend, no stacked labels), greedy filled,
+    beam hollow, the Pareto front drawn."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    cmap = plt.get_cmap("tab20")
+    pts = []
+    for i, r in enumerate(rows):
+        color = cmap(i % 20)
+        ax.scatter(r["sent_per_s_greedy"], r["bleu_greedy"], color=color, marker="o", label=r["name"])
+        ax.scatter(r["sent_per_s_beam"], r["bleu_beam"], facecolors="none", edgecolors=[color], marker="s")
+        pts += [(r["sent_per_s_greedy"], r["bleu_greedy"]), (r["sent_per_s_beam"], r["bleu_beam"])]
+    front = pareto(pts)
+    ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=1, label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel("sentences/s (log; filled = greedy, hollow = beam)")
+    ax.set_ylabel("BLEU")
+    ax.set_title("Speed / quality")
+    ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    fig.savefig(out / "speed_quality.png", dpi=110)
+    plt.close(fig)
+
+
+def _pruning_plot(plt, out: Path, rows: list[dict], best: str) -> None:
+    teacher = next(r for r in rows if r["name"] == "teacher")
+    pr = [r for r in rows if r["name"].startswith("pruned") or r["name"] == best]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for scheme, mk in (("class-blind", "o-"), ("class-distribution", "s-")):
+        sel = [r for r in pr if (scheme in r["name"]) == (scheme == "class-distribution") or r["name"] == best]
+        sel.sort(key=lambda r: -r["params_nonzero"])
+        ratio = [teacher["params_total"] / r["params_nonzero"] for r in sel]
+        ax.plot(ratio, [r["bleu_beam"] for r in sel], mk, label=f"{scheme} (beam)")
+    ax.axhline(teacher["bleu_beam"], color="k", lw=1, label="teacher beam")
+    ax.axhline(teacher["bleu_beam"] - 0.4, color="k", lw=1, ls=":", label="teacher beam - 0.4")
+    ax.axvline(13, color="grey", lw=1, ls="--", label="13x (paper)")
+    ax.set_xscale("log")
+    ax.set_xlabel("x fewer non-zero parameters than the teacher (log)")
+    ax.set_ylabel("BLEU (beam)")
+    ax.legend(fontsize=7)
+    ax.set_title(f"Pruning {best}")
+    fig.tight_layout()
+    fig.savefig(out / "pruning.png", dpi=110)
+    plt.close(fig)

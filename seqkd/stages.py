@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import statistics
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,10 +18,14 @@ from seqkd.train import TrainData, train
 log = logging.getLogger(__name__)
 
 
-def prune_name(p: dict, default_scheme: str) -> str:
-    scheme = p.get("scheme", default_scheme)
-    name = f"pruned_{round(p['sparsity'] * 100)}"
-    return name if scheme == default_scheme else f"{name}_{scheme}"
+def prune_name(sparsity: float, scheme: str, default_scheme: str = "class-blind") -> str:
+    name = f"pruned_{round(sparsity * 100)}"
+    return name if scheme == default_scheme or sparsity == 0 else f"{name}_{scheme}"
+
+
+def val_bleu(run_dir: Path) -> float:
+    """A trained stage's best validation BLEU (greedy), from its train_result.json."""
+    return json.loads((run_dir / "train_result.json").read_text())["best_metric"]
 
 
 class Stages:
@@ -38,26 +44,37 @@ class Stages:
         return Vocab(self._dir("vocab"))
 
     def _data(self, folder: str) -> TrainData:
+        """Training pairs: the references ("refs") or a distillation folder's train.src/train.tgt."""
+        if folder == "refs":
+            return self.refs
         src, tgt = read_parallel(self._dir(folder) / "train.src", self._dir(folder) / "train.tgt")
         return TrainData(src, tgt, self.refs.val_src, self.refs.val_tgt)
 
     def _train(self, d: Path, model_cfg, train_cfg, data: TrainData, init_from: str | None = None,
                teacher_fn=None) -> None:
+        from seqkd.config import to_dict
         from seqkd.models import build_model, load_model
 
         v = self.vocab_obj
+        if train_cfg.threads == 0 and self.cfg.threads:
+            train_cfg = replace(train_cfg, threads=self.cfg.threads)
         if init_from:
             model = load_model(self._dir(init_from))
             train_cfg = replace(train_cfg, init_from=str(self._dir(init_from)))
         else:
             model = build_model(model_cfg, v.size, v.pad_id, v.eos_id, seed=train_cfg.seed)
-        from seqkd.config import to_dict
-
         text = yaml.safe_dump({"model": to_dict(model_cfg) if model_cfg else None, "train": to_dict(train_cfg),
                                "preset": self.cfg.preset}, sort_keys=False)
         train(d, train_cfg, model, v, data, teacher_fn=teacher_fn, progress=self.progress, config_text=text)
 
-    # --- stages -------------------------------------------------------------------------------
+    def _word_kd(self, train_cfg, cache: str, data: TrainData):
+        """(train config with the mixed loss, offline teacher from the top-k cache `cache`)."""
+        from seqkd.kd import offline_teacher
+
+        fn = offline_teacher(self._dir(cache), self.vocab_obj, data.src, data.tgt)
+        return replace(train_cfg, loss=replace(train_cfg.loss, word_kd_alpha=self.cfg.word_kd_alpha)), fn
+
+    # --- data stages ---------------------------------------------------------------------------
     def vocab(self, d: Path) -> None:
         from seqkd.vocab import train_vocab
 
@@ -69,17 +86,11 @@ class Stages:
     def teacher(self, d: Path) -> None:
         self._train(d, self.cfg.teacher, self.cfg.teacher_train, self.refs)
 
-    def baseline(self, d: Path) -> None:
-        self._train(d, self.cfg.student, self.cfg.student_train, self.refs)
-
     def seq_kd_data(self, d: Path) -> None:
         from seqkd.distill import DistillConfig, distill
 
-        distill(self._dir("teacher"), self.refs.src, self.refs.tgt, d, DistillConfig(beam=self.cfg.seq_kd_beam),
-                progress=self.progress)
-
-    def seq_kd(self, d: Path) -> None:
-        self._train(d, self.cfg.student, self.cfg.student_train, self._data("data_seq_kd"))
+        distill(self._dir("teacher"), self.refs.src, self.refs.tgt, d,
+                DistillConfig(beam=self.cfg.seq_kd_beam), progress=self.progress)
 
     def seq_inter_data(self, d: Path) -> None:
         from seqkd.distill import DistillConfig, distill
@@ -88,68 +99,87 @@ class Stages:
                            metric=self.cfg.seq_inter_metric, max_tokens=2048)
         distill(self._dir("teacher"), self.refs.src, self.refs.tgt, d, dc, progress=self.progress)
 
-    def _topk(self, d: Path, data: TrainData) -> None:
-        from seqkd.kd import build_topk_cache
-
-        build_topk_cache(self._dir("teacher"), data.src, data.tgt, d, k=self.cfg.word_kd_topk, progress=self.progress)
-
-    def topk_refs(self, d: Path) -> None:
-        self._topk(d, self.refs)
-
-    def topk_seq_inter(self, d: Path) -> None:
-        self._topk(d, self._data("data_seq_inter"))
-
-    def word_kd(self, d: Path) -> None:
-        from seqkd.kd import offline_teacher
-
-        fn = offline_teacher(self._dir("data_topk"), self.vocab_obj, self.refs.src, self.refs.tgt)
-        tc = replace(self.cfg.student_train, loss=replace(self.cfg.student_train.loss,
-                                                          word_kd_alpha=self.cfg.word_kd_alpha))
-        self._train(d, self.cfg.student, tc, self.refs, teacher_fn=fn)
-
-    def finetune(self, init: str, word_kd: bool = False):
-        """Seq-Inter fine-tuning of `init` (optionally with the mixed Word-KD loss)."""
+    def topk(self, folder: str):
+        """Word-KD cache: the teacher's top-k next-word distribution over `folder`'s pairs."""
 
         def run(d: Path) -> None:
-            from seqkd.kd import offline_teacher
+            from seqkd.kd import build_topk_cache
 
+            data = self._data(folder)
+            build_topk_cache(self._dir("teacher"), data.src, data.tgt, d, k=self.cfg.word_kd_topk,
+                             progress=self.progress)
+
+        return run
+
+    # --- training stages -----------------------------------------------------------------------
+    def student(self, model_cfg, seed: int, folder: str, word_kd: bool = False, bf16: str | None = None):
+        """A student trained from scratch on `folder`'s pairs ("refs" or "data_seq_kd"), optionally
+        with Word-KD from the matching top-k cache (`bf16` overrides the training precision)."""
+
+        def run(d: Path) -> None:
+            data = self._data(folder)
+            tc, fn = replace(self.cfg.student_train, seed=seed, bf16=bf16 or self.cfg.student_train.bf16), None
+            if word_kd:
+                tc, fn = self._word_kd(tc, "data_topk" if folder == "refs" else f"data_topk_{folder[5:]}", data)
+            self._train(d, model_cfg, tc, data, teacher_fn=fn)
+
+        return run
+
+    def finetune(self, init: str, name: str, word_kd: bool = False):
+        """Seq-Inter fine-tuning of stage `init` (optionally with the mixed Word-KD loss)."""
+
+        def run(d: Path) -> None:
             data = self._data("data_seq_inter")
             tc, fn = self.cfg.finetune_train, None
             if word_kd:
-                fn = offline_teacher(self._dir("data_topk_seq_inter"), self.vocab_obj, data.src, data.tgt)
-                tc = replace(tc, loss=replace(tc.loss, word_kd_alpha=self.cfg.word_kd_alpha))
+                tc, fn = self._word_kd(tc, "data_topk_seq_inter", data)
             self._train(d, None, tc, data, init_from=init, teacher_fn=fn)
 
         return run
 
-    def best_student(self) -> str:
+    def best_student(self, names: list[str]) -> str:
         """The student with the best validation BLEU (greedy): never chosen on the test set."""
-        scores = {s: json.loads((self._dir(s) / "train_result.json").read_text())["best_metric"]
-                  for s in ("baseline", "word_kd", "seq_kd", "baseline+seq_inter", "seq_kd+seq_inter",
-                            "seq_kd+seq_inter+word_kd")}
+        scores = {s: val_bleu(self._dir(s)) for s in names}
         return max(scores, key=lambda s: (scores[s], s))
 
-    def prune(self, best: str, p: dict):
+    def prune(self, parent: str, sparsity: float, scheme: str):
+        """One pruning round from stage `parent`: prune to `sparsity`, retrain on the Seq-KD data and
+        fine-tune on the Seq-Inter data, masks kept (sparsity 0: the same retraining, no pruning)."""
+
         def run(d: Path) -> None:
             from seqkd.prune import PruneConfig, prune_and_retrain
 
-            pc = PruneConfig(sparsity=p["sparsity"], scheme=p.get("scheme", self.cfg.prune_scheme),
-                             include_embeddings=p.get("include_embeddings", True), rounds=p.get("rounds", 1),
-                             schedule=tuple(p.get("schedule", ())))
-            data = self._data("data_seq_kd") if "seq_kd" in best else self.refs
-            prune_and_retrain(self._dir(best), d, pc, self.cfg.prune_train, data, progress=self.progress)
+            pc = PruneConfig(sparsity=sparsity, scheme=scheme, schedule=(sparsity,))
+            tc = self.cfg.prune_train
+            if tc.threads == 0 and self.cfg.threads:
+                tc = replace(tc, threads=self.cfg.threads)
+            ft = replace(self.cfg.finetune_train, threads=tc.threads)
+            prune_and_retrain(self._dir(parent), d, pc, tc, self._data("data_seq_kd"), progress=self.progress,
+                              finetune=(ft, self._data("data_seq_inter")))
 
         return run
 
-    def export(self, best: str):
+    def int8_pick(self, pruned: list[str], best: str) -> str:
+        """The int8 model's source, chosen on validation BLEU: the best pruned model with at least
+        `int8_min_ratio` x fewer non-zeros than the teacher, else the best student."""
+        from seqkd.models import count_params, load_model
+
+        teacher = count_params(load_model(self._dir("teacher")))["total"]
+        ok = [p for p in pruned
+              if teacher / json.loads((self._dir(p) / "prune_result.json").read_text())["params_nonzero"]
+              >= self.cfg.int8_min_ratio]
+        return max(ok, key=lambda p: (val_bleu(self._dir(p)), p)) if ok else best
+
+    def export(self, source: str):
         def run(d: Path) -> None:
             from seqkd.prune import export_ct2
 
-            export_ct2(self._dir(best), d / "ct2-int8", "int8")
-            write_json(d / "source.json", {"model": best})
+            export_ct2(self._dir(source), d / "ct2-int8", "int8")
+            write_json(d / "source.json", {"model": source})
 
         return run
 
+    # --- measurement ---------------------------------------------------------------------------
     def evaluate(self, systems: list[str], src: list[str], ref: list[str]):
         """Quality and speed of every system, one after the other in one process, same engine and threads."""
 
@@ -163,15 +193,16 @@ class Stages:
                     continue
                 model_dir = self._dir(name)
                 cfg = DecodeConfig(engine="ct2", beam=self.cfg.eval_beam, threads=self.cfg.threads)
-                size = None
+                size, val_dir = None, model_dir
                 if name == "best_int8":
                     model_dir = self._dir(json.loads((self._dir(name) / "source.json").read_text())["model"])
                     cfg = replace(cfg, compute_type="int8")
                     size = (self._dir(name) / "ct2-int8" / "model.bin").stat().st_size / 2**20
+                    val_dir = model_dir
                 res, greedy, beam = evaluate(str(model_dir), src, ref, cfg, progress=self.progress)
                 params = count_params(load_model(model_dir))
                 row = {"name": name, **res.as_dict(), "params_total": params["total"],
-                       "params_nonzero": params["nonzero"],
+                       "params_nonzero": params["nonzero"], "val_bleu_greedy": val_bleu(val_dir),
                        "sent_per_s_greedy": res.n / res.seconds_greedy, "sent_per_s_beam": res.n / res.seconds_beam,
                        "engine": f"ct2-{cfg.compute_type}",
                        "size_mb": size if size is not None
@@ -180,5 +211,36 @@ class Stages:
                 write_lines(d / f"{name}.beam.txt", beam)
                 write_json(d / f"{name}.json", row)
                 log.info("%s: BLEU greedy %.2f beam %.2f", name, res.bleu_greedy, res.bleu_beam)
+
+        return run
+
+    def speed(self, best: str, src: list[str]):
+        """S1, measured as the paper compares: teacher beam vs best student greedy, same engine and
+        threads, interleaved repetitions, median and range."""
+
+        def run(d: Path) -> None:
+            from seqkd.decode import DecodeConfig, Translator
+
+            runs = {"teacher_beam": ("teacher", self.cfg.eval_beam), "student_greedy": (best, 1)}
+            tr = {k: Translator(self._dir(m), DecodeConfig(engine="ct2", threads=self.cfg.threads))
+                  for k, (m, _) in runs.items()}
+            for k, (_, beam) in runs.items():
+                tr[k].translate(src[:32], beam=beam)
+            secs: dict[str, list[float]] = {k: [] for k in runs}
+            for _ in range(self.cfg.speed_repeats):
+                for k, (_, beam) in runs.items():
+                    t = time.perf_counter()
+                    tr[k].translate(src, beam=beam)
+                    secs[k].append(time.perf_counter() - t)
+            out = {"n": len(src), "threads": self.cfg.threads, "engine": "ct2-float32", "student": best}
+            for k, s in secs.items():
+                rates = sorted(len(src) / x for x in s)
+                out[k] = {"sent_per_s_median": statistics.median(rates), "sent_per_s_min": rates[0],
+                          "sent_per_s_max": rates[-1], "seconds": s}
+            tb, sg = out["teacher_beam"], out["student_greedy"]
+            out["speedup_median"] = sg["sent_per_s_median"] / tb["sent_per_s_median"]
+            out["speedup_range"] = [sg["sent_per_s_min"] / tb["sent_per_s_max"],
+                                    sg["sent_per_s_max"] / tb["sent_per_s_min"]]
+            write_json(d / "speed.json", out)
 
         return run

@@ -26,7 +26,8 @@ from tqdm import tqdm
 from seqkd.batching import collate, epoch_order, token_batches
 from seqkd.fsutil import SeqkdError, append_jsonl, read_jsonl, write_json
 from seqkd.losses import LossConfig, compute_loss
-from seqkd.models import count_params, save_model
+from seqkd.models import count_params, save_model, training_logits
+from seqkd.precision import bf16_autocast
 from seqkd.vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -37,14 +38,14 @@ class TrainConfig:
     max_tokens: int = 4096  # padded tokens per batch (rows x longest side)
     lr: float = 7e-4
     warmup_steps: int = 800
-    schedule: str = "inverse_sqrt"  # inverse_sqrt | linear (to 0 at max_steps) | constant (after warmup)
+    schedule: str = "inverse_sqrt"  # inverse_sqrt | linear (to 0 at the planned last step) | constant
     weight_decay: float = 0.0
     adam_betas: tuple[float, float] = (0.9, 0.98)
     clip_norm: float = 1.0
     max_epochs: int = 10
     max_steps: int = 0  # 0 = no limit
     max_minutes: float = 0.0  # training-time budget across resumes; 0 = no limit
-    bf16: str = "off"  # off | on | auto (on when the CPU has AVX-512 BF16 / AMX); measured slower here, docs/RESULTS.md
+    bf16: str = "off"  # off | on (autocast) | auto (on where the CPU has AVX-512 BF16 / AMX, or on CUDA)
     seed: int = 1
     threads: int = 0  # torch threads; 0 = torch's default
     device: str = "auto"  # auto (cuda when available) | cpu | cuda
@@ -70,23 +71,26 @@ class TrainData:
 TeacherFn = Callable[[list[int], dict], object]  # (example indices, batch) -> teacher outputs for losses
 
 
-def bf16_supported() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+SCHEDULES = ("inverse_sqrt", "linear", "constant")
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate for 1-based `step`: linear warmup, then the chosen decay."""
-    w = max(1, cfg.warmup_steps)
-    if step <= w:
+def lr_at(step: int, cfg: TrainConfig, total_steps: int = 0) -> float:
+    """Learning rate for 1-based `step`: linear warmup over `warmup_steps` (none when 0), then
+
+    - inverse_sqrt: lr * sqrt(warmup / step) (pre-training from scratch);
+    - linear: straight down to 0 at `total_steps` (the stage's planned length: max_steps, else
+      max_epochs x batches per epoch);
+    - constant: lr.
+    """
+    w = cfg.warmup_steps
+    if w > 0 and step <= w:
         return cfg.lr * step / w
     if cfg.schedule == "inverse_sqrt":
-        return cfg.lr * math.sqrt(w / step)
-    if cfg.schedule == "linear" and cfg.max_steps > w:
-        return cfg.lr * max(0.0, (cfg.max_steps - step) / (cfg.max_steps - w))
+        return cfg.lr * math.sqrt(max(1, w) / step)
+    if cfg.schedule == "linear":
+        if total_steps <= w:
+            raise SeqkdError(f"train.schedule linear needs more planned steps ({total_steps}) than warmup ({w})")
+        return cfg.lr * max(0.0, (total_steps - step) / (total_steps - w))
     return cfg.lr
 
 
@@ -147,8 +151,7 @@ def validation_loss(model, src_ids, tgt_ids, pad_id: int, max_tokens: int, autoc
     for idx in token_batches([len(s) for s in src_ids], [len(t) for t in tgt_ids], max_tokens):
         b = _to(collate([src_ids[i] for i in idx], [tgt_ids[i] for i in idx], pad_id), device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
-                           decoder_input_ids=b["decoder_input_ids"]).logits
+            logits = training_logits(model, b, pad_id)
         _, logs = compute_loss(logits, b["labels"], cfg, pad_id)
         total += logs["nll"]
         ntok += int(b["labels"].ne(-100).sum())
@@ -195,7 +198,9 @@ def train(run_dir: str | Path, cfg: TrainConfig, model, vocab: Vocab, data: Trai
         torch.set_num_threads(cfg.threads)
     device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
     model.to(device)
-    autocast = cfg.bf16 == "on" or (cfg.bf16 == "auto" and (device.type == "cuda" or bf16_supported()))
+    autocast = bf16_autocast(cfg.bf16, device)
+    if cfg.schedule not in SCHEDULES:
+        raise SeqkdError(f"train.schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
     pad_id = vocab.pad_id
 
     src_ids, tgt_ids = vocab.encode_src(data.src), vocab.encode_tgt(data.tgt)
@@ -228,7 +233,7 @@ def train(run_dir: str | Path, cfg: TrainConfig, model, vocab: Vocab, data: Trai
         rows = [r for r in read_jsonl(run / "metrics.jsonl") if r.get("step", 0) <= state["step"]]
         write_json_lines(run / "metrics.jsonl", rows)
 
-    total_steps = cfg.max_steps or cfg.max_epochs * len(batches)
+    total_steps = min(cfg.max_steps or math.inf, cfg.max_epochs * len(batches))
     bar = tqdm(total=total_steps, initial=state["step"], desc=f"train {run.name}", unit="step",
                disable=not progress, dynamic_ncols=True)
     model.train()
@@ -276,8 +281,7 @@ def train(run_dir: str | Path, cfg: TrainConfig, model, vocab: Vocab, data: Trai
             b = _to(collate([src_ids[i] for i in idx], [tgt_ids[i] for i in idx], pad_id), device)
             teacher = _to(teacher_fn([keep[i] for i in idx], b), device) if teacher_fn else None
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
-                               decoder_input_ids=b["decoder_input_ids"]).logits
+                logits = training_logits(model, b, pad_id)
             ntok = int(b["labels"].ne(-100).sum())
             loss, logs = compute_loss(logits, b["labels"], cfg.loss, pad_id, teacher)
             opt.zero_grad(set_to_none=True)
@@ -286,7 +290,7 @@ def train(run_dir: str | Path, cfg: TrainConfig, model, vocab: Vocab, data: Trai
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
             state["step"] += 1
             for g in opt.param_groups:
-                g["lr"] = lr_at(state["step"], cfg)
+                g["lr"] = lr_at(state["step"], cfg, total_steps)
             opt.step()
             if after_step:
                 after_step(model)
@@ -301,7 +305,7 @@ def train(run_dir: str | Path, cfg: TrainConfig, model, vocab: Vocab, data: Trai
                 dt = max(1e-9, time.time() - window["t"])
                 row = {"type": "train", "step": state["step"], "epoch": state["epoch"],
                        "loss": window["loss"] / window["tok"], "nll": window["nll"] / window["tok"],
-                       "lr": lr_at(state["step"], cfg), "tgt_tokens_per_s": window["tok"] / dt,
+                       "lr": lr_at(state["step"], cfg, total_steps), "tgt_tokens_per_s": window["tok"] / dt,
                        "elapsed": time.time() - t0}
                 if cfg.loss.word_kd_alpha > 0:
                     row["kd"] = window["kd"] / window["tok"]

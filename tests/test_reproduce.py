@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,8 +14,11 @@ from pathlib import Path
 
 import pytest
 
-SYSTEMS = ["teacher", "baseline", "word_kd", "seq_kd", "baseline+seq_inter", "seq_kd+seq_inter",
-           "seq_kd+seq_inter+word_kd", "teacher+seq_inter", "pruned_50", "pruned_80", "pruned_90", "best_int8"]
+STUDENTS = ["baseline", "word_kd", "seq_kd", "baseline+seq_inter", "word_kd+seq_inter", "seq_kd+seq_inter",
+            "seq_kd+word_kd", "seq_kd+seq_inter+word_kd"]
+SYSTEMS = (["teacher", "teacher+seq_inter", *STUDENTS, *[s + "-small" for s in STUDENTS],
+            "baseline-seed2", "seq_kd-seed2", "pruned_0", "pruned_50", "pruned_90", "pruned_80_class-distribution",
+            "best_int8"])
 SYSTEM_KEYS = ["name", "params_total", "params_nonzero", "bleu_greedy", "bleu_beam", "chrf_greedy", "ppl", "p_beam",
                "sent_per_s_greedy", "sent_per_s_beam", "engine", "size_mb"]
 TIMING = {"sent_per_s_greedy", "sent_per_s_beam", "seconds_greedy", "seconds_beam"}
@@ -47,6 +51,8 @@ def test_reproduce_tiny_schema(tiny_run):
                 assert isinstance(s[k], (int, float)) and math.isfinite(s[k]), (s["name"], k, s[k])
     by = {s["name"]: s for s in res["systems"]}
     assert by["pruned_90"]["params_nonzero"] < by["pruned_50"]["params_nonzero"] < by["pruned_50"]["params_total"]
+    assert by["pruned_0"]["params_nonzero"] > 0.99 * by["pruned_0"]["params_total"]
+    assert by["baseline-small"]["params_total"] < by["baseline"]["params_total"]
     assert by["best_int8"]["engine"] == "ct2-int8"
     assert by["teacher"]["params_total"] > by["baseline"]["params_total"]
     report = (out / "report.md").read_text()
@@ -55,13 +61,51 @@ def test_reproduce_tiny_schema(tiny_run):
         assert (out / png).stat().st_size > 1000, png
 
 
-def test_rerun_skips_everything(tiny_run, multi30k_dir):
+def test_rerun_skips_everything(tiny_run, multi30k_dir, tmp_path):
+    """Same command again, but the data reached through another path (SEQKD_DATA, a symlink), the run
+    folder moved, and cosmetic settings changed: every stage is reused."""
     out, _ = tiny_run
     before = json.loads((out / "results.json").read_text())
-    subprocess.run(_cmd(out, multi30k_dir), check=True, capture_output=True, timeout=600)
-    after = json.loads((out / "results.json").read_text())
+    moved = tmp_path / "moved"
+    shutil.copytree(out, moved, symlinks=True)
+    link = tmp_path / "data-link"
+    link.symlink_to(multi30k_dir, target_is_directory=True)
+    cmd = [sys.executable, "-m", "seqkd", "reproduce", "--preset", "tiny", "--out", str(moved), "--quiet",
+           "--threads", "1", "--set", "student_train.log_every=3", "--set", "teacher_train.ckpt_every=7"]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=600, env={**os.environ, "SEQKD_DATA": str(link)})
+    after = json.loads((moved / "results.json").read_text())
     assert after["stages_run_now"] == []
     assert after["systems"] == before["systems"]
+
+
+def test_seeds_and_claims_in_report(tiny_run):
+    out, _ = tiny_run
+    res = json.loads((out / "results.json").read_text())
+    for name in ("baseline", "seq_kd"):
+        st = res["seeds"][name]
+        assert st["n"] == 2 and len(st["bleu_greedy"]["values"]) == 2
+        assert min(st["bleu_greedy"]["values"]) <= st["bleu_greedy"]["mean"] <= max(st["bleu_greedy"]["values"])
+    for k in ("Q1", "Q2", "S1", "Z1"):
+        assert {"claim", "this_run", "paper", "holds"} <= set(res["claims"][k]), k
+    assert res["speed"]["teacher_beam"]["sent_per_s_median"] > 0 and res["claims"]["S1"]["speedup"] > 0
+    assert set(res["stage_seconds"]) >= {"teacher", "data_seq_inter", "pruned_90", "eval", "speed"}
+    report = (out / "report.md").read_text()
+    assert report.startswith("**Smoke test only") and "| Q2:" in report and "± " in report
+
+
+def test_tiny_preset_reverse_direction(tmp_path, multi30k_dir):
+    """The presets name no language: en->de runs unchanged (stopped after the Seq-KD data)."""
+    import gzip
+
+    out = tmp_path / "en-de"
+    cmd = [sys.executable, "-m", "seqkd", "reproduce", "--preset", "tiny", "--src", "en", "--tgt", "de",
+           "--data-dir", str(multi30k_dir), "--out", str(out), "--quiet", "--threads", "2",
+           "--stop-after", "data_seq_kd"]
+    p = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=900)
+    assert "stopped after stage data_seq_kd" in p.stdout
+    assert (out / "teacher" / "train_result.json").exists() and not (out / "data_seq_inter").exists()
+    first_en = gzip.open(multi30k_dir / "train.en.gz", "rt", encoding="utf-8").readline().strip()
+    assert (out / "data_seq_kd" / "train.src").read_text(encoding="utf-8").splitlines()[0] == first_en
 
 
 @pytest.mark.slow

@@ -1,0 +1,33 @@
+"""Training precision: float32, or bfloat16 autocast where the hardware runs bf16 natively.
+
+Measured on the 2-core AVX-512 BF16 / AMX development CPU (benchmarks/train_step.py,
+docs/RESULTS.md): autocast with eager attention is 2-2.5x faster than float32 per training step;
+keeping the weights themselves in bf16 (with fp32 master weights) was no faster than autocast.
+Under autocast the loss's log-softmax still runs in float32 (`losses._log_probs`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+MODES = ("off", "on", "auto")
+
+
+def bf16_supported() -> bool:
+    """True when this CPU has native bf16 (AVX-512 BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def bf16_autocast(mode: str, device: torch.device) -> bool:
+    """Whether training runs under bf16 autocast: `on`, or `auto` on CUDA / a bf16-capable CPU."""
+    if mode not in MODES:
+        from seqkd.fsutil import SeqkdError
+
+        raise SeqkdError(f"train.bf16 must be one of {', '.join(MODES)}, got {mode!r}")
+    return mode == "on" or (mode == "auto" and (device.type == "cuda" or bf16_supported()))

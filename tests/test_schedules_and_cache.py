@@ -1,0 +1,109 @@
+"""Learning-rate schedules of every stage kind, and the stage cache's identity (what reruns, what not)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+
+import pytest
+
+from seqkd.cli import load_preset
+from seqkd.data import DataConfig
+from seqkd.fsutil import SeqkdError
+from seqkd.models import ModelConfig
+from seqkd.pipeline import Runner, identity
+from seqkd.train import TrainConfig, lr_at
+
+
+@pytest.mark.parametrize("preset", ["tiny", "quick", "multi30k", "multi30k-gpu"])
+def test_every_preset_loads_and_names_valid_schedules(preset):
+    cfg = load_preset(preset)
+    for tc in (cfg.teacher_train, cfg.student_train, cfg.finetune_train, cfg.prune_train):
+        assert tc.schedule in ("inverse_sqrt", "linear", "constant")
+        assert tc.bf16 in ("off", "on", "auto")
+    # fine-tuning never rides the from-scratch inverse-sqrt decay (a 10x drop within 100 steps)
+    assert cfg.finetune_train.schedule in ("constant", "linear")
+    assert cfg.prune_train.schedule in ("constant", "linear")
+
+
+def test_inverse_sqrt_for_training_from_scratch():
+    c = TrainConfig(lr=1e-3, warmup_steps=400, schedule="inverse_sqrt")
+    assert lr_at(1, c) == pytest.approx(1e-3 / 400)
+    assert lr_at(200, c) == pytest.approx(5e-4)
+    assert lr_at(400, c) == pytest.approx(1e-3)
+    assert lr_at(1600, c) == pytest.approx(5e-4)  # sqrt(400 / 1600) = 1/2
+    assert lr_at(40000, c) == pytest.approx(1e-4)
+
+
+def test_constant_finetuning_rate_is_constant():
+    """The multi30k preset's Seq-Inter fine-tuning: 1e-4 at every step, no warmup, no decay."""
+    c = load_preset("multi30k").finetune_train
+    assert (c.lr, c.warmup_steps, c.schedule) == (1e-4, 0, "constant")
+    for step in (1, 2, 100, 1000, 10_000):
+        assert lr_at(step, c, total_steps=1340) == pytest.approx(1e-4)
+    # with warmup: linear ramp, then flat
+    w = replace(c, warmup_steps=10)
+    assert lr_at(5, w) == pytest.approx(5e-5) and lr_at(10, w) == pytest.approx(1e-4)
+    assert lr_at(5000, w) == pytest.approx(1e-4)
+
+
+def test_linear_decays_to_zero_at_the_planned_end():
+    """Pruning retraining: warmup 25, then straight down to 0 at the stage's planned last step."""
+    c = load_preset("multi30k").prune_train
+    assert (c.lr, c.warmup_steps, c.schedule) == (5e-4, 25, "linear")
+    total = 1000
+    assert lr_at(1, c, total) == pytest.approx(5e-4 / 25)
+    assert lr_at(25, c, total) == pytest.approx(5e-4)
+    assert lr_at(25 + (total - 25) // 2, c, total) == pytest.approx(5e-4 * (total - 512) / (total - 25))
+    assert lr_at(total, c, total) == 0.0
+    assert lr_at(total + 10, c, total) == 0.0
+    with pytest.raises(SeqkdError, match="planned steps"):
+        lr_at(30, c, total_steps=20)  # a linear schedule with nothing planned is an error, not a constant
+
+
+def test_warmup_zero_means_full_rate_from_step_one():
+    c = TrainConfig(lr=3e-4, warmup_steps=0, schedule="constant")
+    assert lr_at(1, c) == pytest.approx(3e-4)
+
+
+# --- stage identity ------------------------------------------------------------------------------
+def test_identity_ignores_cosmetic_fields_and_defaults():
+    base = TrainConfig(lr=1e-3)
+    assert identity(base) == {"lr": 1e-3}
+    assert identity(replace(base, threads=2, log_every=7, ckpt_every=3, device="cpu")) == identity(base)
+    assert identity(replace(base, lr=2e-3)) != identity(base)
+    assert identity(replace(base, seed=2)) != identity(base)
+    assert identity(replace(base, loss=replace(base.loss, label_smoothing=0.2))) != identity(base)
+    assert identity(DataConfig(data_dir="/a")) == identity(DataConfig(data_dir="/b")) == {}
+    assert identity(ModelConfig("tiny", {"d_model": 32})) != identity(ModelConfig("tiny", {"d_model": 64}))
+
+
+def _runner_calls(out, params: dict, upstream: dict | None = None) -> list[str]:
+    """Run stages 'a' (params) and 'b' (depends on 'a') with recording bodies; returns what ran."""
+    ran: list[str] = []
+    r = Runner(out, progress=False)
+
+    def body(name):
+        def fn(d):
+            (d / "out.txt").write_text(name)
+            ran.append(name)
+        return fn
+
+    r.stage("a", [], params, body("a"))
+    r.stage("b", ["a"], upstream or {}, body("b"))
+    return ran
+
+
+def test_stage_reused_after_cosmetic_change_and_move_rerun_after_change_that_matters(tmp_path):
+    out = tmp_path / "run"
+    tc = TrainConfig(lr=1e-3, threads=2)
+    assert _runner_calls(out, {"t": identity(tc)}) == ["a", "b"]
+    assert _runner_calls(out, {"t": identity(replace(tc, threads=1, log_every=5))}) == []
+    moved = tmp_path / "moved" / "run"
+    moved.parent.mkdir()
+    shutil.move(str(out), str(moved))  # the run folder moved: nothing is recomputed
+    assert _runner_calls(moved, {"t": identity(tc)}) == []
+    # a change that matters reruns the stage and everything after it
+    assert _runner_calls(moved, {"t": identity(replace(tc, lr=5e-4))}) == ["a", "b"]
+    # a change to the downstream stage only reruns that one
+    assert _runner_calls(moved, {"t": identity(replace(tc, lr=5e-4))}, {"k": 35}) == ["b"]
