@@ -1,7 +1,13 @@
-"""Decoding speed: sentences/s and target tokens/s per engine, greedy and beam, in one run."""
+"""Decoding speed: throughput (sentences/s, target tokens/s) and latency (one sentence at a time,
+p50/p95 ms), per engine, greedy and beam, in one run.
+
+Throughput is the median of `repeats` timings with its range; every engine sees the same lines,
+thread count and decoding settings (`DecodeConfig`: thread layout, batching, scores, vmap).
+"""
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import replace
 
@@ -12,11 +18,33 @@ from seqkd.decode import DecodeConfig, Translator
 ENGINES = {"hf": ("hf", "float32"), "ct2": ("ct2", "float32"), "ct2-int8": ("ct2", "int8")}
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) by linear interpolation between the closest ranks."""
+    v = sorted(values)
+    if not v:
+        return float("nan")
+    k = (len(v) - 1) * q / 100
+    lo, hi = int(k), min(int(k) + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (k - lo)
+
+
+def latency(tr: Translator, lines: list[str], beam: int) -> dict:
+    """Milliseconds per sentence translated alone (batch of one), as an interactive user sees it."""
+    ms = []
+    for line in lines:
+        t = time.perf_counter()
+        tr.translate([line], beam=beam)
+        ms.append(1000 * (time.perf_counter() - t))
+    return {"latency_sentences": len(ms), "p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95),
+            "mean_ms": statistics.mean(ms) if ms else float("nan")}
+
+
 def bench(model_dir: str, src: list[str], engines: list[str], beam: int = 5, threads: int = 0,
-          cfg: DecodeConfig | None = None, repeats: int = 1) -> list[dict]:
+          cfg: DecodeConfig | None = None, repeats: int = 1, latency_sents: int = 0) -> list[dict]:
     """Time each (engine, search) over `src`; a warm-up on a few lines precedes each measurement.
 
-    The best of `repeats` timings is reported. All runs share the thread count and the batches.
+    Throughput: the median of `repeats` timings (and the min/max). Latency: the first
+    `latency_sents` lines one at a time (0 = skip).
     """
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -24,25 +52,36 @@ def bench(model_dir: str, src: list[str], engines: list[str], beam: int = 5, thr
     rows = []
     for name in engines:
         engine, compute = ENGINES[name]
+        if engine == "hf" and base.vmap:
+            continue  # the shortlist is a CTranslate2 feature
         tr = Translator(model_dir, replace(base, engine=engine, compute_type=compute, threads=threads))
         for k in (1, beam):
             tr.translate(src[:16], beam=k)
-            best, toks = float("inf"), 0
-            for _ in range(repeats):
+            secs, toks = [], 0
+            for _ in range(max(1, repeats)):
                 t = time.perf_counter()
                 out = tr.translate(src, beam=k)
-                best = min(best, time.perf_counter() - t)
+                secs.append(time.perf_counter() - t)
                 toks = sum(len(h[0].pieces) + 1 for h in out)
-            rows.append({"engine": name, "search": "greedy" if k == 1 else f"beam{k}", "threads": threads,
-                         "sentences": len(src), "seconds": best, "sent_per_s": len(src) / best,
-                         "tgt_tok_per_s": toks / best})
+            med = statistics.median(secs)
+            row = {"engine": name, "search": "greedy" if k == 1 else f"beam{k}", "threads": threads,
+                   "inter_threads": base.inter_threads if engine == "ct2" else 1,
+                   "vmap": bool(base.vmap) and engine == "ct2", "sentences": len(src), "repeats": len(secs),
+                   "seconds": med, "seconds_min": min(secs), "seconds_max": max(secs),
+                   "sent_per_s": len(src) / med, "sent_per_s_min": len(src) / max(secs),
+                   "sent_per_s_max": len(src) / min(secs), "tgt_tok_per_s": toks / med}
+            if latency_sents:
+                row.update(latency(tr, src[:latency_sents], k))
+            rows.append(row)
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| engine | search | threads | sentences | seconds | sent/s | target tok/s |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| engine | search | threads | sentences | seconds (median) | sent/s (range) | target tok/s | "
+             "p50 ms | p95 ms |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['engine']} | {r['search']} | {r['threads']} | {r['sentences']} | {r['seconds']:.2f} "
-                     f"| {r['sent_per_s']:.1f} | {r['tgt_tok_per_s']:.0f} |")
+        lat = (f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f}" if "p50_ms" in r else " | ")
+        lines.append(f"| {r['engine']}{' +vmap' if r.get('vmap') else ''} | {r['search']} | {r['threads']} | "
+                     f"{r['sentences']} | {r['seconds']:.2f} | {r['sent_per_s']:.1f} ({r['sent_per_s_min']:.1f}-"
+                     f"{r['sent_per_s_max']:.1f}) | {r['tgt_tok_per_s']:.0f} | {lat} |")
     return "\n".join(lines)

@@ -33,13 +33,22 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--int8", action="store_true", help="CTranslate2 int8 weights")
     g.add_argument("--max-tokens", type=int, default=4096, help="source tokens per batch")
     g.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all)")
+    g.add_argument("--inter-threads", type=int, default=1, help="CTranslate2: batches decoded in parallel")
+    g.add_argument("--engine-batching", action="store_true",
+                   help="CTranslate2 sorts and splits the input itself (with --max-batch-size / --batch-type)")
+    g.add_argument("--max-batch-size", type=int, default=0, help="with --engine-batching (0 = --max-tokens)")
+    g.add_argument("--batch-type", choices=["tokens", "examples"], default="tokens", help="unit of --max-batch-size")
+    g.add_argument("--no-scores", action="store_true", help="greedy search without scores (skips the softmax)")
+    g.add_argument("--vmap", help="vocabulary map file (`seqkd shortlist`): restrict the output layer to it")
 
 
 def _decode_cfg(a):
     from seqkd.decode import DecodeConfig
 
     return DecodeConfig(engine=a.engine, beam=a.beam, compute_type="int8" if a.int8 else "float32",
-                        max_tokens=a.max_tokens, threads=a.threads)
+                        max_tokens=a.max_tokens, threads=a.threads, inter_threads=a.inter_threads,
+                        engine_batching=a.engine_batching, max_batch_size=a.max_batch_size,
+                        batch_type=a.batch_type, return_scores=not a.no_scores, vmap=a.vmap)
 
 
 def _data_cfg(a, base=None):
@@ -280,6 +289,23 @@ def cmd_evaluate(a) -> None:
         write_lines(f"{a.write_hyps}.beam{a.beam}", beam)
 
 
+def cmd_shortlist(a) -> None:
+    from seqkd.corpus import read_parallel
+    from seqkd.fsutil import write_json
+    from seqkd.shortlist import ShortlistConfig, build_vmap, vmap_stats, write_vmap
+    from seqkd.vocab import Vocab
+
+    d = Path(a.distilled)
+    src, tgt = read_parallel(d / "train.src", d / "train.tgt")
+    vmap = build_vmap(src, tgt, Vocab(a.vocab), ShortlistConfig(a.per_piece, a.frequent, a.min_count))
+    write_vmap(vmap, a.out)
+    stats = vmap_stats(vmap)
+    write_json(str(a.out) + ".json", {"corpus": str(d), "pairs": len(src), "per_piece": a.per_piece,
+                                      "frequent": a.frequent, "min_count": a.min_count, **stats})
+    print(f"{a.out}: {stats['rules']} rules, {stats['fixed']} fixed candidates, "
+          f"{stats['mean_per_piece']:.1f} candidates per source piece")
+
+
 def cmd_bench(a) -> None:
     from seqkd.bench import bench, table
     from seqkd.data import DataConfig, load_pairs
@@ -289,7 +315,7 @@ def cmd_bench(a) -> None:
     if a.max_sents:
         src = src[: a.max_sents]
     rows = bench(a.model, src, a.engines.split(","), beam=a.beam, threads=a.threads, cfg=_decode_cfg(a),
-                 repeats=a.repeats)
+                 repeats=a.repeats, latency_sents=a.latency)
     print(table(rows))
     if a.out:
         write_json(a.out, rows)
@@ -312,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(s)
     s.add_argument("--config", help="YAML run config (see `seqkd/presets/`)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.lr=5e-4")
-    s.add_argument("--size", help="named model size: tiny, student-small, student, base, teacher")
+    s.add_argument("--size", help="named model size: tiny, student-small, student, student-6-1, student-4-1, "
+                                  "student-6-2, base, medium, teacher")
     s.add_argument("--vocab", help="existing vocabulary folder (default: train one into OUT/vocab)")
     s.add_argument("--init-from", help="fine-tune this model folder instead of starting from scratch")
     s.add_argument("--minutes", type=float, help="training-time budget")
@@ -407,12 +434,23 @@ def build_parser() -> argparse.ArgumentParser:
     _decode_args(s)
     s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("bench", help="sentences/s and tokens/s per engine, greedy and beam")
+    s = sub.add_parser("shortlist", help="a lexical shortlist (CTranslate2 vocabulary map) from a parallel corpus")
+    s.add_argument("--distilled", required=True, help="a folder with train.src / train.tgt (e.g. the Seq-KD data)")
+    s.add_argument("--vocab", required=True, help="the model (or vocabulary) folder whose tokenizer to use")
+    s.add_argument("--per-piece", type=int, default=50, help="target candidates per source piece")
+    s.add_argument("--frequent", type=int, default=100, help="most frequent target pieces, always candidates")
+    s.add_argument("--min-count", type=int, default=1, help="ignore pairs seen in fewer sentences")
+    s.add_argument("--out", required=True, help="the vmap file to write (stats beside it as FILE.json)")
+    s.set_defaults(func=cmd_shortlist)
+
+    s = sub.add_parser("bench", help="sentences/s, tokens/s and latency per engine, greedy and beam")
     s.add_argument("--model", required=True, help="model folder")
     _data_args(s, split="test_2016_flickr")
     s.add_argument("--engines", default="hf,ct2,ct2-int8", help="comma list of hf, ct2, ct2-int8")
     s.add_argument("--max-sents", type=int, default=0, help="use only the first N sentences")
-    s.add_argument("--repeats", type=int, default=1, help="report the best of N timings")
+    s.add_argument("--repeats", type=int, default=3, help="report the median (and range) of N timings")
+    s.add_argument("--latency", type=int, default=0, metavar="N",
+                   help="also translate the first N sentences one at a time: p50/p95 ms per sentence")
     s.add_argument("--out", help="write the rows as JSON")
     _decode_args(s)
     s.set_defaults(func=cmd_bench)

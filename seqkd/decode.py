@@ -33,8 +33,15 @@ class DecodeConfig:
     max_tokens: int = 4096  # source tokens per batch
     compute_type: str = "float32"  # ct2: float32 | int8 | int8_float32 | ...
     length_penalty: float = 1.0
-    threads: int = 0  # 0 = torch's default
+    threads: int = 0  # 0 = torch's default; CTranslate2: inter_threads x intra_threads = threads
     device: str = "cpu"  # cpu | cuda (CTranslate2 and HF)
+    # CTranslate2 speed settings (docs/RESULTS.md measures them)
+    inter_threads: int = 1  # batches decoded in parallel, each with threads // inter_threads threads
+    engine_batching: bool = False  # hand CTranslate2 all lines at once: it sorts and splits them itself
+    max_batch_size: int = 0  # with engine_batching: the batch size (0 = max_tokens) ...
+    batch_type: str = "tokens"  # ... counted in "tokens" or "examples"
+    return_scores: bool = True  # False skips the final softmax in greedy search (scores are then 0)
+    vmap: str | None = None  # a vocabulary map (`seqkd shortlist`): decode with CTranslate2's use_vmap
 
 
 @dataclass
@@ -44,23 +51,34 @@ class Hypothesis:
     score: float  # mean token log-probability (including </s>), CTranslate2's convention
 
 
-def ct2_dir(model_dir: str | Path, quantization: str | None = None) -> Path:
-    """The CTranslate2 conversion of a HF folder, made once and cached (re-made when the weights change)."""
+def ct2_dir(model_dir: str | Path, quantization: str | None = None, vmap: str | Path | None = None) -> Path:
+    """The CTranslate2 conversion of a HF folder, made once and cached (re-made when the weights change).
+
+    With `vmap`, the conversion carries that vocabulary map (its own cached folder, keyed by the
+    map's content)."""
     model_dir = Path(model_dir)
     name = "ct2" if quantization in (None, "float32") else f"ct2-{quantization}"
-    out = model_dir / name
     weights = model_dir / "model.safetensors"
     if not weights.exists():
         raise SeqkdError(f"{weights}: weights not found")
     st = weights.stat()
     stamp = f"{st.st_size}:{st.st_mtime_ns}"
+    if vmap is not None:
+        from seqkd.shortlist import file_hash
+
+        if not Path(vmap).exists():
+            raise SeqkdError(f"{vmap}: vocabulary map not found")
+        name += "-vmap"
+        stamp += f":{file_hash(vmap)}"
+    out = model_dir / name
     if (out / "seqkd_stamp.txt").exists() and (out / "seqkd_stamp.txt").read_text() == stamp:
         return out
     from ctranslate2.converters import TransformersConverter
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=model_dir))
     try:
-        TransformersConverter(str(model_dir)).convert(str(tmp / "m"), quantization=quantization, force=True)
+        TransformersConverter(str(model_dir)).convert(str(tmp / "m"), quantization=quantization, force=True,
+                                                      vmap=str(vmap) if vmap is not None else None)
         (tmp / "m" / "seqkd_stamp.txt").write_text(stamp)
         if out.exists():
             shutil.rmtree(out)
@@ -100,9 +118,10 @@ class Translator:
             import ctranslate2
 
             quant = "int8" if self.cfg.compute_type.startswith("int8") else None
-            path = ct2_dir(self.model_dir, quant)
+            path = ct2_dir(self.model_dir, quant, self.cfg.vmap)
+            inter = max(1, self.cfg.inter_threads)
             self.ct2 = ctranslate2.Translator(str(path), device=self.cfg.device, compute_type=self.cfg.compute_type,
-                                              inter_threads=1, intra_threads=threads)
+                                              inter_threads=inter, intra_threads=max(1, threads // inter))
         elif self.cfg.engine == "hf":
             from seqkd.models import load_model
 
@@ -124,6 +143,8 @@ class Translator:
         pieces = self.vocab.src_pieces(lines)
         results: list[list[Hypothesis] | None] = [None] * len(lines)
         batches = _batches([len(p) for p in pieces], max(self.cfg.max_tokens // max(1, beam // 4), 64))
+        if self.cfg.engine == "ct2" and self.cfg.engine_batching:
+            batches = [list(range(len(lines)))] if lines else []
         bar = tqdm(total=len(lines), desc=f"translate ({self.cfg.engine}, beam {beam})", unit="sent",
                    disable=not progress, leave=False)
         for idx in batches:
@@ -172,12 +193,17 @@ class Translator:
         return out
 
     def _ct2(self, src: list[list[str]], beam: int, nbest: int, max_len: int) -> list[list[Hypothesis]]:
+        c = self.cfg
+        extra = {}
+        if c.engine_batching:
+            extra = {"max_batch_size": c.max_batch_size or c.max_tokens, "batch_type": c.batch_type}
+        scores = c.return_scores or beam > 1 or nbest > 1
         out = self.ct2.translate_batch(
-            src, beam_size=beam, num_hypotheses=nbest, max_decoding_length=max_len, return_scores=True,
-            length_penalty=self.cfg.length_penalty,
+            src, beam_size=beam, num_hypotheses=nbest, max_decoding_length=max_len, return_scores=scores,
+            length_penalty=c.length_penalty, use_vmap=c.vmap is not None, **extra,
         )
-        return [[Hypothesis(self.vocab.decode_pieces(toks), toks, float(score))
-                 for toks, score in zip(r.hypotheses, r.scores)] for r in out]
+        return [[Hypothesis(self.vocab.decode_pieces(toks), toks, float(r.scores[k]) if scores else 0.0)
+                 for k, toks in enumerate(r.hypotheses)] for r in out]
 
     @torch.no_grad()
     def _hf(self, src: list[list[str]], beam: int, nbest: int, max_len: int) -> list[list[Hypothesis]]:

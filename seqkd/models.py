@@ -25,6 +25,13 @@ SIZES: dict[str, dict] = {
                           decoder_attention_heads=4, encoder_ffn_dim=512, decoder_ffn_dim=512, dropout=0.1),
     "student": dict(d_model=256, encoder_layers=3, decoder_layers=3, encoder_attention_heads=4,
                     decoder_attention_heads=4, encoder_ffn_dim=1024, decoder_ffn_dim=1024, dropout=0.1),
+    # deep encoder, shallow decoder (Kasai et al. 2021; Bergamot's students): decoding time sits in the decoder
+    "student-6-1": dict(d_model=256, encoder_layers=6, decoder_layers=1, encoder_attention_heads=4,
+                        decoder_attention_heads=4, encoder_ffn_dim=1024, decoder_ffn_dim=1024, dropout=0.1),
+    "student-4-1": dict(d_model=256, encoder_layers=4, decoder_layers=1, encoder_attention_heads=4,
+                        decoder_attention_heads=4, encoder_ffn_dim=1024, decoder_ffn_dim=1024, dropout=0.1),
+    "student-6-2": dict(d_model=256, encoder_layers=6, decoder_layers=2, encoder_attention_heads=4,
+                        decoder_attention_heads=4, encoder_ffn_dim=1024, decoder_ffn_dim=1024, dropout=0.1),
     "base": dict(d_model=384, encoder_layers=6, decoder_layers=6, encoder_attention_heads=6,
                  decoder_attention_heads=6, encoder_ffn_dim=1536, decoder_ffn_dim=1536, dropout=0.1),
     "medium": dict(d_model=512, encoder_layers=4, decoder_layers=4, encoder_attention_heads=8,

@@ -1,7 +1,8 @@
 """`seqkd reproduce`: the paper's grid as cached stages.
 
-Each stage is a folder in the run directory with `stage_hash.txt` (its config plus its inputs'
-hashes) written when it starts and `stage.json` written last. A rerun skips stages whose
+Each stage is a folder in the run directory with `stage_hash.txt` (its identity plus its inputs'
+identities) written when it starts, `clock.json` (wall time so far, summed over invocations) and
+`stage.json` written last. A rerun skips stages whose
 `stage.json` matches; a changed setting changes the hash of that stage and of everything after it;
 a stage killed half-way resumes inside its folder (training checkpoints, distillation shards).
 """
@@ -12,6 +13,7 @@ import hashlib
 import json
 import logging
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
@@ -104,6 +106,38 @@ def identity(obj) -> dict:
     return out
 
 
+class StageClock:
+    """A stage's wall time summed over invocations: a background tick adds the time since the last one
+    to `path` every `every` seconds, so a killed run loses at most that much. Gaps longer than three
+    ticks (the process was stopped, e.g. SIGSTOP) count as three ticks, not as work."""
+
+    def __init__(self, path: Path, every: float = 15.0):
+        self.path, self.every = path, every
+        self.total = json.loads(path.read_text())["seconds"] if path.exists() else 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        self.total += min(now - self.last, 3 * self.every)
+        self.last = now
+        write_json(self.path, {"seconds": self.total})
+
+    def _run(self) -> None:
+        while not self._done.wait(self.every):
+            self.tick()
+
+    def __enter__(self) -> StageClock:
+        self.last = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+        self.tick()
+
+
 class StopAfter(Exception):
     """Raised after the stage named by --stop-after."""
 
@@ -134,9 +168,9 @@ class Runner:
         d.mkdir(parents=True, exist_ok=True)
         (d / "stage_hash.txt").write_text(h)
         log.info("stage %s: running", name)
-        t = time.time()
-        fn(d)
-        self.seconds[name] = time.time() - t
+        with StageClock(d / "clock.json") as clock:
+            fn(d)
+        self.seconds[name] = clock.total
         write_json(marker, {"hash": h, "seconds": self.seconds[name]})
         self.hashes[name] = h
         self.ran.append(name)

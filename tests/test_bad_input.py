@@ -97,7 +97,7 @@ def test_corrupt_checkpoint(tmp_path, capsys, multi30k_dir):
 
 
 @pytest.mark.parametrize("argv", [[], ["vocab"], ["train"], ["distill"], ["prune"], ["shrink"], ["export"],
-                                  ["reproduce"], ["translate"], ["evaluate"], ["bench"]])
+                                  ["reproduce"], ["translate"], ["evaluate"], ["bench"], ["shortlist"]])
 def test_help_on_every_command(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv + ["--help"])

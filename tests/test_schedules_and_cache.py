@@ -107,3 +107,19 @@ def test_stage_reused_after_cosmetic_change_and_move_rerun_after_change_that_mat
     assert _runner_calls(moved, {"t": identity(replace(tc, lr=5e-4))}) == ["a", "b"]
     # a change to the downstream stage only reruns that one
     assert _runner_calls(moved, {"t": identity(replace(tc, lr=5e-4))}, {"k": 35}) == ["b"]
+
+
+def test_stage_clock_sums_invocations_and_skips_stopped_time(tmp_path):
+    import time
+
+    from seqkd.pipeline import StageClock
+
+    path = tmp_path / "clock.json"
+    with StageClock(path, every=0.05) as c:
+        time.sleep(0.3)
+    first = c.total
+    assert 0.25 <= first < 1.0
+    with StageClock(path, every=0.05) as c2:  # a resumed stage goes on from the saved total
+        c2.last -= 100.0  # as if the process had been stopped for 100 s since the last tick
+        time.sleep(0.01)
+    assert first < c2.total < first + 0.5  # the gap counted as at most three ticks

@@ -1,0 +1,104 @@
+"""Fast students: the lexical shortlist (CTranslate2 vmap) and the deep-encoder / shallow-decoder sizes."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import reverse_task
+
+from seqkd.decode import DecodeConfig, Translator
+from seqkd.shortlist import ShortlistConfig, build_vmap, vmap_stats, write_vmap
+from seqkd.vocab import Vocab
+
+SPECIAL = {"</s>", "<unk>", "<pad>"}
+
+
+def _outputs(model_dir, lines, beam, vmap=None):
+    tr = Translator(model_dir, DecodeConfig(engine="ct2", beam=beam, threads=2, vmap=vmap))
+    return [h[0].pieces for h in tr.translate(lines, beam=beam)]
+
+
+def test_vmap_restricts_output_to_its_tokens(tiny_reverse, tmp_path):
+    model_dir, src, _, _ = tiny_reverse
+    v = Vocab(model_dir)
+    allowed = set(v.tgt_sp.encode(["1 2 3"], out_type=str)[0])
+    path = write_vmap({"": sorted(allowed)}, tmp_path / "small.vmap")
+    assert path.read_text(encoding="utf-8").startswith("\t")
+    free = _outputs(model_dir, src, beam=1)
+    restricted = _outputs(model_dir, src, beam=1, vmap=str(path))
+    assert all(set(p) <= allowed | SPECIAL for p in restricted)
+    assert sum(not set(p) <= allowed | SPECIAL for p in free) > len(src) // 2  # the restriction did bite
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_shortlist_with_every_token_changes_nothing(tiny_reverse, tmp_path, beam):
+    model_dir, src, _, _ = tiny_reverse
+    v = Vocab(model_dir)
+    path = write_vmap({"": sorted(set(v.token_to_id) - SPECIAL)}, tmp_path / "all.vmap")
+    assert _outputs(model_dir, src, beam, vmap=str(path)) == _outputs(model_dir, src, beam)
+
+
+def test_built_shortlist_maps_pieces_to_their_translations(tiny_reverse, tmp_path):
+    """On digit reversal each digit translates to itself: a 3-per-piece shortlist with no frequent
+    set keeps every output as it was, while listing far fewer candidates than the vocabulary."""
+    model_dir, src, _, _ = tiny_reverse
+    v = Vocab(model_dir)
+    train_src, train_tgt = reverse_task(2000, seed=1)
+    vmap = build_vmap(train_src, train_tgt, v, ShortlistConfig(per_piece=3, frequent=0))
+    for piece in v.tgt_sp.encode(["4"], out_type=str)[0]:
+        if piece in vmap:
+            assert vmap[piece][0] == piece
+    stats = vmap_stats(vmap)
+    assert stats["fixed"] == 0 and stats["mean_per_piece"] <= 4
+    path = write_vmap(vmap, tmp_path / "built.vmap")
+    assert _outputs(model_dir, src, 1, vmap=str(path)) == _outputs(model_dir, src, 1)
+
+
+@pytest.mark.parametrize("size", ["student-6-1", "student-4-1", "student-6-2"])
+def test_deep_shallow_sizes_train_export_and_match_hf(tmp_path, size):
+    """The named layer layouts (at a toy width) train, and their CTranslate2 conversion scores and
+    translates exactly as the HF model does."""
+    import json
+    import math
+
+    from seqkd.models import ModelConfig, build_model
+    from seqkd.train import TrainConfig, TrainData, train
+    from seqkd.vocab import VocabConfig, train_vocab
+
+    src, tgt = reverse_task(3000, seed=1)
+    vs, vt = reverse_task(100, seed=2)
+    v = train_vocab(src, tgt, VocabConfig(size=40), tmp_path / "v")
+    cfg = ModelConfig(size, {"d_model": 64, "encoder_ffn_dim": 256, "decoder_ffn_dim": 256, "dropout": 0.0})
+    model = build_model(cfg, v.size, v.pad_id, v.eos_id, seed=1)
+    assert (model.config.encoder_layers, model.config.decoder_layers) == {
+        "student-6-1": (6, 1), "student-4-1": (4, 1), "student-6-2": (6, 2)}[size]
+    tc = TrainConfig(max_tokens=512, lr=1e-3, warmup_steps=50, max_epochs=10, max_steps=300, val_bleu=False,
+                     log_every=20, ckpt_every=10_000)
+    train(tmp_path / "m", tc, model, v, TrainData(src, tgt, vs, vt), progress=False)
+    nll = [r["nll"] for r in map(json.loads, (tmp_path / "m" / "metrics.jsonl").read_text().splitlines())
+           if r["type"] == "train"]
+    assert nll[-1] < 0.7 * math.log(v.size - 1) and nll[-1] < nll[0]  # learnt: far below a uniform guess
+    test_src, test_tgt = reverse_task(100, seed=3)
+    ct2 = Translator(tmp_path / "m", DecodeConfig(engine="ct2", beam=1, threads=2))
+    hf = Translator(tmp_path / "m", DecodeConfig(engine="hf", beam=1, threads=2))
+    assert [h[0].text for h in ct2.translate(test_src, beam=1)] == [h[0].text for h in hf.translate(test_src, beam=1)]
+    for (a, n), (b, m) in zip(ct2.score(test_src, test_tgt), hf.score(test_src, test_tgt)):
+        assert n == m and a == pytest.approx(b, rel=1e-3, abs=1e-3)
+
+
+def test_bench_reports_median_spread_and_latency(tiny_reverse, tmp_path):
+    from seqkd.bench import bench, percentile, table
+
+    model_dir, src, _, _ = tiny_reverse
+    assert percentile([1, 2, 3, 4, 5], 50) == 3 and percentile([1, 2, 3, 4, 5], 95) == pytest.approx(4.8)
+    v = Vocab(model_dir)
+    vmap = write_vmap({"": sorted(set(v.token_to_id) - SPECIAL)}, tmp_path / "all.vmap")
+    cfg = DecodeConfig(inter_threads=2, engine_batching=True, return_scores=False, vmap=str(vmap))
+    rows = bench(str(model_dir), src[:60], ["hf", "ct2", "ct2-int8"], beam=3, threads=2, cfg=cfg, repeats=3,
+                 latency_sents=10)
+    assert [(r["engine"], r["search"]) for r in rows] == [("ct2", "greedy"), ("ct2", "beam3"),
+                                                          ("ct2-int8", "greedy"), ("ct2-int8", "beam3")]
+    for r in rows:  # hf is skipped: the shortlist is a CTranslate2 feature
+        assert r["repeats"] == 3 and r["vmap"] and r["inter_threads"] == 2
+        assert r["sent_per_s_min"] <= r["sent_per_s"] <= r["sent_per_s_max"]
+        assert 0 < r["p50_ms"] <= r["p95_ms"] and r["latency_sentences"] == 10
+    assert "+vmap" in table(rows)
