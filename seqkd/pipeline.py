@@ -68,6 +68,12 @@ class ReproduceConfig:
         {"scheme": "class-blind", "schedule": [0.0]},
         {"scheme": "class-blind", "schedule": [0.5, 0.8, 0.9]},
         {"scheme": "class-distribution", "schedule": [0.5, 0.8]}])
+    # fast students (deep encoder, shallow decoder): each named size trained with Seq-KD, then
+    # fine-tuned on Seq-Inter data; `fast` is the fastest student within `fast_max_drop` BLEU of the
+    # teacher's beam on validation (greedy BLEU and sentences/s both measured on validation)
+    fast_sizes: tuple[str, ...] = ()
+    fast_overrides: dict = field(default_factory=dict)  # applied to every fast size (e.g. dropout)
+    fast_max_drop: float = 1.0
     int8_min_ratio: float = 13.0  # int8 candidates: pruned models >= this many x fewer non-zeros than the teacher
     eval_beam: int = 5
     eval_max_sents: int = 0
@@ -248,6 +254,19 @@ def reproduce(cfg: ReproduceConfig, out: str | Path, progress: bool = True, stop
                 run_stage(name, deps, {**ft, "word": word}, S.finetune(base + suffix, name, word))
             students += [s + suffix for s in STUDENTS]
 
+        fast = []
+        for size in cfg.fast_sizes:
+            model = ModelConfig(size, dict(cfg.fast_overrides))
+            st = {"m": identity(model), "t": t(cfg.student_train), "seed": cfg.seeds[0]}
+            run_stage(f"fast_{size}_seq_kd", ["vocab", "data_seq_kd"], st,
+                      S.student(model, cfg.seeds[0], "data_seq_kd"))
+            run_stage(f"fast_{size}", [f"fast_{size}_seq_kd", "data_seq_inter"], {"t": t(cfg.finetune_train)},
+                      S.finetune(f"fast_{size}_seq_kd", f"fast_{size}"))
+            fast.append(f"fast_{size}")
+        if fast:
+            run_stage("fast", ["teacher", *fast, *students], {"max_drop": cfg.fast_max_drop, "beam": cfg.eval_beam,
+                                                              "repeats": cfg.speed_repeats},
+                      S.fast_pick(fast + students))
         best = S.best_student([s for s in STUDENTS])
         log.info("best student by validation BLEU: %s", best)
         pruned = []
@@ -264,11 +283,12 @@ def reproduce(cfg: ReproduceConfig, out: str | Path, progress: bool = True, stop
         run_stage("best_int8", [pick], {"from": pick}, S.export(pick))
         seed_runs = [f"{s}-seed{x}" for s in ("baseline", "seq_kd") for x in cfg.seeds[1:]]
         seed_runs += ["baseline-fp32"] if cfg.fp32_control else []
-        systems = ["teacher", "teacher+seq_inter", *students, *seed_runs, *pruned, "best_int8"]
+        systems = ["teacher", "teacher+seq_inter", *students, *seed_runs, *fast, *(["fast"] if fast else []),
+                   *pruned, "best_int8"]
         run_stage("eval", systems, {"beam": cfg.eval_beam, "n": len(test_src)},
                   S.evaluate(systems, test_src, test_ref))
-        run_stage("speed", ["eval"], {"repeats": cfg.speed_repeats, "best": best},
-                  S.speed(best, test_src))
+        run_stage("speed", ["eval"], {"repeats": cfg.speed_repeats, "best": best, "fast": bool(fast)},
+                  S.speed(best, test_src, with_fast=bool(fast)))
     except StopAfter as e:
         log.info("stopped after stage %s (--stop-after)", e)
         return {}

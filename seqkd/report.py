@@ -212,8 +212,14 @@ def _markdown(res: dict) -> str:
               f"{len(tb['seconds'])} interleaved repetitions: teacher beam {tb['sent_per_s_median']:.0f} sent/s "
               f"(range {tb['sent_per_s_min']:.0f}-{tb['sent_per_s_max']:.0f}), `{sp['student']}` greedy "
               f"{sg['sent_per_s_median']:.0f} sent/s (range {sg['sent_per_s_min']:.0f}-{sg['sent_per_s_max']:.0f}). "
-              "The Table 1 speed columns come from one pass each.",
-              "", PAPER_NOTE, "",
+              "The Table 1 speed columns come from one pass each."]
+    if sp.get("fast"):
+        fg = sp["fast_greedy"]
+        lines += ["", f"Fast student (`fast` = `{sp['fast']}`, the fastest within the preset's BLEU budget of the "
+                  f"teacher's beam on validation): greedy {fg['sent_per_s_median']:.0f} sent/s (range "
+                  f"{fg['sent_per_s_min']:.0f}-{fg['sent_per_s_max']:.0f}), {sp['fast_speedup_median']:.1f}x the "
+                  f"teacher's beam (range {sp['fast_speedup_range'][0]:.1f}-{sp['fast_speedup_range'][1]:.1f}x)."]
+    lines += ["", PAPER_NOTE, "",
               "Significance: sacreBLEU paired bootstrap resampling of beam outputs against the baseline, p < 0.05.",
               "", "## Wall time per stage", "", "| stage | minutes |", "|---|---|"]
     lines += [f"| {k} | {v / 60:.2f} |" for k, v in res["stage_seconds"].items()]

@@ -170,6 +170,40 @@ class Stages:
               >= self.cfg.int8_min_ratio]
         return max(ok, key=lambda p: (val_bleu(self._dir(p)), p)) if ok else best
 
+    def fast_pick(self, candidates: list[str]):
+        """`fast`: the fastest candidate whose validation greedy BLEU is within `fast_max_drop` of the
+        teacher's validation beam BLEU (speed: greedy sentences/s on the validation source, median of
+        `speed_repeats`, one process, same threads). Never chosen on test."""
+
+        def run(d: Path) -> None:
+            from seqkd.decode import DecodeConfig, Translator
+            from seqkd.evaluate import bleu
+
+            n = self.cfg.eval_max_sents or len(self.refs.val_src)
+            src, ref = self.refs.val_src[:n], self.refs.val_tgt[:n]
+            cfg = DecodeConfig(engine="ct2", threads=self.cfg.threads)
+            teacher = Translator(self._dir("teacher"), cfg)
+            t_beam = bleu([h[0].text for h in teacher.translate(src, beam=self.cfg.eval_beam)], ref).score
+            rows = {}
+            for name in candidates:
+                tr = Translator(self._dir(name), cfg)
+                tr.translate(src[:32], beam=1)
+                secs = []
+                for _ in range(max(1, self.cfg.speed_repeats)):
+                    t = time.perf_counter()
+                    tr.translate(src, beam=1)
+                    secs.append(time.perf_counter() - t)
+                rows[name] = {"val_bleu_greedy": val_bleu(self._dir(name)),
+                              "val_sent_per_s_greedy": len(src) / statistics.median(secs)}
+            ok = [n for n, r in rows.items() if r["val_bleu_greedy"] >= t_beam - self.cfg.fast_max_drop]
+            pick = max(ok, key=lambda n: rows[n]["val_sent_per_s_greedy"]) if ok else \
+                max(rows, key=lambda n: rows[n]["val_bleu_greedy"])
+            write_json(d / "source.json", {"model": pick, "within_budget": bool(ok), "teacher_val_bleu_beam": t_beam,
+                                           "max_drop": self.cfg.fast_max_drop, "candidates": rows})
+            log.info("fast student: %s (%.1f val sent/s)", pick, rows[pick]["val_sent_per_s_greedy"])
+
+        return run
+
     def export(self, source: str):
         def run(d: Path) -> None:
             from seqkd.prune import export_ct2
@@ -194,6 +228,8 @@ class Stages:
                 model_dir = self._dir(name)
                 cfg = DecodeConfig(engine="ct2", beam=self.cfg.eval_beam, threads=self.cfg.threads)
                 size, val_dir = None, model_dir
+                if name == "fast":
+                    model_dir = val_dir = self._dir(json.loads((model_dir / "source.json").read_text())["model"])
                 if name == "best_int8":
                     model_dir = self._dir(json.loads((self._dir(name) / "source.json").read_text())["model"])
                     cfg = replace(cfg, compute_type="int8")
@@ -214,14 +250,16 @@ class Stages:
 
         return run
 
-    def speed(self, best: str, src: list[str]):
-        """S1, measured as the paper compares: teacher beam vs best student greedy, same engine and
-        threads, interleaved repetitions, median and range."""
+    def speed(self, best: str, src: list[str], with_fast: bool = False):
+        """S1, measured as the paper compares: teacher beam vs best student greedy (and the `fast`
+        student's greedy), same engine and threads, interleaved repetitions, median and range."""
 
         def run(d: Path) -> None:
             from seqkd.decode import DecodeConfig, Translator
 
             runs = {"teacher_beam": ("teacher", self.cfg.eval_beam), "student_greedy": (best, 1)}
+            if with_fast:
+                runs["fast_greedy"] = (json.loads((self._dir("fast") / "source.json").read_text())["model"], 1)
             tr = {k: Translator(self._dir(m), DecodeConfig(engine="ct2", threads=self.cfg.threads))
                   for k, (m, _) in runs.items()}
             for k, (_, beam) in runs.items():
@@ -232,7 +270,8 @@ class Stages:
                     t = time.perf_counter()
                     tr[k].translate(src, beam=beam)
                     secs[k].append(time.perf_counter() - t)
-            out = {"n": len(src), "threads": self.cfg.threads, "engine": "ct2-float32", "student": best}
+            out = {"n": len(src), "threads": self.cfg.threads, "engine": "ct2-float32", "student": best,
+                   "fast": runs.get("fast_greedy", (None,))[0]}
             for k, s in secs.items():
                 rates = sorted(len(src) / x for x in s)
                 out[k] = {"sent_per_s_median": statistics.median(rates), "sent_per_s_min": rates[0],
@@ -241,6 +280,11 @@ class Stages:
             out["speedup_median"] = sg["sent_per_s_median"] / tb["sent_per_s_median"]
             out["speedup_range"] = [sg["sent_per_s_min"] / tb["sent_per_s_max"],
                                     sg["sent_per_s_max"] / tb["sent_per_s_min"]]
+            if with_fast:
+                fg = out["fast_greedy"]
+                out["fast_speedup_median"] = fg["sent_per_s_median"] / tb["sent_per_s_median"]
+                out["fast_speedup_range"] = [fg["sent_per_s_min"] / tb["sent_per_s_max"],
+                                             fg["sent_per_s_max"] / tb["sent_per_s_min"]]
             write_json(d / "speed.json", out)
 
         return run
