@@ -62,7 +62,7 @@ class ReproduceConfig:
     seq_inter_metric: str = "bleu"
     word_kd_alpha: float = 0.5
     word_kd_topk: int = 8
-    # pruning chains: each {name, scheme, schedule}; every round retrains on Seq-KD data, then
+    # pruning chains: each {scheme, schedule}; every round retrains on Seq-KD data, then
     # fine-tunes on Seq-Inter data (masks kept); sparsity 0 is the control with the same retraining
     prune: list = field(default_factory=lambda: [
         {"scheme": "class-blind", "schedule": [0.0]},
@@ -214,12 +214,9 @@ def reproduce(cfg: ReproduceConfig, out: str | Path, progress: bool = True, stop
         if r.stopped:
             raise StopAfter(name)
 
-    def t(c: TrainConfig) -> dict:
-        return identity(c)
-
     try:
         run_stage("vocab", [], {"vocab": identity(cfg.vocab), **data_id}, S.vocab)
-        run_stage("teacher", ["vocab"], {"m": identity(cfg.teacher), "t": t(cfg.teacher_train)}, S.teacher)
+        run_stage("teacher", ["vocab"], {"m": identity(cfg.teacher), "t": identity(cfg.teacher_train)}, S.teacher)
         run_stage("data_seq_kd", ["teacher"], {"beam": cfg.seq_kd_beam}, S.seq_kd_data)
         run_stage("data_seq_inter", ["teacher"], {"k": cfg.seq_inter_k, "f": cfg.seq_inter_fraction,
                                                   "m": cfg.seq_inter_metric}, S.seq_inter_data)
@@ -227,14 +224,14 @@ def reproduce(cfg: ReproduceConfig, out: str | Path, progress: bool = True, stop
         run_stage("data_topk", ["teacher"], k, S.topk("refs"))
         run_stage("data_topk_seq_kd", ["teacher", "data_seq_kd"], k, S.topk("data_seq_kd"))
         run_stage("data_topk_seq_inter", ["teacher", "data_seq_inter"], k, S.topk("data_seq_inter"))
-        run_stage("teacher+seq_inter", ["teacher", "data_seq_inter"], {"t": t(cfg.finetune_train)},
-                  S.finetune("teacher", "teacher+seq_inter"))
-        ft = {"t": t(cfg.finetune_train), "a": cfg.word_kd_alpha}
+        run_stage("teacher+seq_inter", ["teacher", "data_seq_inter"], {"t": identity(cfg.finetune_train)},
+                  S.finetune("teacher"))
+        ft = {"t": identity(cfg.finetune_train), "a": cfg.word_kd_alpha}
 
         sizes = [("", cfg.student)] + ([(cfg.small_suffix, cfg.student_small)] if cfg.student_small else [])
         students = []
         for suffix, model in sizes:
-            st = {"m": identity(model), "t": t(cfg.student_train), "a": cfg.word_kd_alpha}
+            st = {"m": identity(model), "t": identity(cfg.student_train), "a": cfg.word_kd_alpha}
             seeds = cfg.seeds if not suffix else cfg.seeds[:1]
             for i, seed in enumerate(seeds):
                 tag = suffix + ("" if i == 0 else f"-seed{seed}")
@@ -243,7 +240,7 @@ def reproduce(cfg: ReproduceConfig, out: str | Path, progress: bool = True, stop
                 run_stage(f"seq_kd{tag}", ["vocab", "data_seq_kd"], sd, S.student(model, seed, "data_seq_kd"))
             if cfg.fp32_control and not suffix:
                 run_stage("baseline-fp32", ["vocab"], {"m": identity(model), "seed": cfg.seeds[0],
-                                                       "t": t(replace(cfg.student_train, bf16="off"))},
+                                                       "t": identity(replace(cfg.student_train, bf16="off"))},
                           S.student(model, cfg.seeds[0], "refs", bf16="off"))
             run_stage(f"word_kd{suffix}", ["vocab", "data_topk"], st, S.student(model, cfg.seeds[0], "refs", True))
             run_stage(f"seq_kd+word_kd{suffix}", ["vocab", "data_seq_kd", "data_topk_seq_kd"], st,
@@ -251,17 +248,17 @@ def reproduce(cfg: ReproduceConfig, out: str | Path, progress: bool = True, stop
             for base, word in (("baseline", False), ("word_kd", True), ("seq_kd", False), ("seq_kd", True)):
                 name = f"{base}+seq_inter" + ("+word_kd" if word and base == "seq_kd" else "") + suffix
                 deps = [base + suffix, "data_seq_inter"] + (["data_topk_seq_inter"] if word else [])
-                run_stage(name, deps, {**ft, "word": word}, S.finetune(base + suffix, name, word))
+                run_stage(name, deps, {**ft, "word": word}, S.finetune(base + suffix, word))
             students += [s + suffix for s in STUDENTS]
 
         fast = []
         for size in cfg.fast_sizes:
             model = ModelConfig(size, dict(cfg.fast_overrides))
-            st = {"m": identity(model), "t": t(cfg.student_train), "seed": cfg.seeds[0]}
+            st = {"m": identity(model), "t": identity(cfg.student_train), "seed": cfg.seeds[0]}
             run_stage(f"fast_{size}_seq_kd", ["vocab", "data_seq_kd"], st,
                       S.student(model, cfg.seeds[0], "data_seq_kd"))
-            run_stage(f"fast_{size}", [f"fast_{size}_seq_kd", "data_seq_inter"], {"t": t(cfg.finetune_train)},
-                      S.finetune(f"fast_{size}_seq_kd", f"fast_{size}"))
+            run_stage(f"fast_{size}", [f"fast_{size}_seq_kd", "data_seq_inter"], {"t": identity(cfg.finetune_train)},
+                      S.finetune(f"fast_{size}_seq_kd"))
             fast.append(f"fast_{size}")
         if fast:
             run_stage("fast", ["teacher", *fast, *students], {"max_drop": cfg.fast_max_drop, "beam": cfg.eval_beam,
@@ -275,8 +272,8 @@ def reproduce(cfg: ReproduceConfig, out: str | Path, progress: bool = True, stop
             for sp in chain["schedule"]:
                 name = stages.prune_name(sp, chain["scheme"])
                 run_stage(name, [prev, "data_seq_kd", "data_seq_inter"],
-                          {"sparsity": sp, "scheme": chain["scheme"], "from": prev, "t": t(cfg.prune_train),
-                           "ft": t(cfg.finetune_train)}, S.prune(prev, sp, chain["scheme"]))
+                          {"sparsity": sp, "scheme": chain["scheme"], "from": prev, "t": identity(cfg.prune_train),
+                           "ft": identity(cfg.finetune_train)}, S.prune(prev, sp, chain["scheme"]))
                 pruned.append(name)
                 prev = name
         pick = S.int8_pick(pruned, best)
@@ -292,6 +289,8 @@ def reproduce(cfg: ReproduceConfig, out: str | Path, progress: bool = True, stop
     except StopAfter as e:
         log.info("stopped after stage %s (--stop-after)", e)
         return {}
+    if stop_after:
+        log.warning("--stop-after %s: no stage of that name in this grid; it ran to the end", stop_after)
     from seqkd.report import write_report
 
     return write_report(out, cfg, r, systems, best, time.time() - t0, test_ref)

@@ -125,7 +125,7 @@ class Stages:
 
         return run
 
-    def finetune(self, init: str, name: str, word_kd: bool = False):
+    def finetune(self, init: str, word_kd: bool = False):
         """Seq-Inter fine-tuning of stage `init` (optionally with the mixed Word-KD loss)."""
 
         def run(d: Path) -> None:
