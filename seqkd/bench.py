@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -40,12 +41,16 @@ def latency(tr: Translator, lines: list[str], beam: int) -> dict:
 
 
 def bench(model_dir: str, src: list[str], engines: list[str], beam: int = 5, threads: int = 0,
-          cfg: DecodeConfig | None = None, repeats: int = 1, latency_sents: int = 0) -> list[dict]:
+          cfg: DecodeConfig | None = None, repeats: int = 1, latency_sents: int = 0,
+          refs: list[str] | None = None) -> list[dict]:
     """Time each (engine, search) over `src`; a warm-up on a few lines precedes each measurement.
 
     Throughput: the median of `repeats` timings (and the min/max). Latency: the first
-    `latency_sents` lines one at a time (0 = skip).
+    `latency_sents` lines one at a time (0 = skip). With `refs`, each row also has the BLEU of its
+    output (sacreBLEU, with the signature).
     """
+    from seqkd.evaluate import bleu
+
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     base = cfg or DecodeConfig()
@@ -64,24 +69,66 @@ def bench(model_dir: str, src: list[str], engines: list[str], beam: int = 5, thr
                 secs.append(time.perf_counter() - t)
                 toks = sum(len(h[0].pieces) + 1 for h in out)
             med = statistics.median(secs)
-            row = {"engine": name, "search": "greedy" if k == 1 else f"beam{k}", "threads": threads,
+            row = {"model": str(model_dir), "engine": name, "search": "greedy" if k == 1 else f"beam{k}",
+                   "threads": threads,
                    "inter_threads": base.inter_threads if engine == "ct2" else 1,
                    "vmap": bool(base.vmap) and engine == "ct2", "sentences": len(src), "repeats": len(secs),
                    "seconds": med, "seconds_min": min(secs), "seconds_max": max(secs),
                    "sent_per_s": len(src) / med, "sent_per_s_min": len(src) / max(secs),
                    "sent_per_s_max": len(src) / min(secs), "tgt_tok_per_s": toks / med}
+            if refs is not None:
+                score = bleu([h[0].text for h in out], refs)
+                row.update(bleu=score.score, bleu_signature=score.signature)
             if latency_sents:
                 row.update(latency(tr, src[:latency_sents], k))
             rows.append(row)
     return rows
 
 
+def label(r: dict) -> str:
+    return f"{Path(r['model']).name} {r['engine']}{' +vmap' if r.get('vmap') else ''} {r['search']}"
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| engine | search | threads | sentences | seconds (median) | sent/s (range) | target tok/s | "
-             "p50 ms | p95 ms |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | engine | search | threads | sentences | BLEU | seconds (median) | sent/s (range) | "
+             "target tok/s | p50 ms | p95 ms |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lat = (f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f}" if "p50_ms" in r else " | ")
-        lines.append(f"| {r['engine']}{' +vmap' if r.get('vmap') else ''} | {r['search']} | {r['threads']} | "
-                     f"{r['sentences']} | {r['seconds']:.2f} | {r['sent_per_s']:.1f} ({r['sent_per_s_min']:.1f}-"
-                     f"{r['sent_per_s_max']:.1f}) | {r['tgt_tok_per_s']:.0f} | {lat} |")
+        lines.append(f"| {Path(r['model']).name} | {r['engine']}{' +vmap' if r.get('vmap') else ''} | {r['search']} | "
+                     f"{r['threads']} | {r['sentences']} | {r.get('bleu', float('nan')):.2f} | {r['seconds']:.2f} | "
+                     f"{r['sent_per_s']:.1f} ({r['sent_per_s_min']:.1f}-{r['sent_per_s_max']:.1f}) | "
+                     f"{r['tgt_tok_per_s']:.0f} | {lat} |")
     return "\n".join(lines)
+
+
+def frontier_plot(rows: list[dict], path: str | Path) -> None:
+    """BLEU against sentences/s (and against p50 latency when measured): one marker per row with a
+    legend (no stacked labels), the Pareto front drawn as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from seqkd.report import pareto
+
+    rows = [r for r in rows if "bleu" in r]
+    panels = [("sent_per_s", "sentences/s (log)", 1)] + ([("p50_ms", "p50 ms per sentence (log)", -1)]
+                                                         if all("p50_ms" in r for r in rows) else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels) + 3, 5), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    markers = "osD^v<>ph*"
+    for ax, (key, xlabel, sign) in zip(axes[0], panels):
+        for i, r in enumerate(rows):  # colour x marker: a unique symbol for up to 100 rows
+            ax.scatter(r[key], r["bleu"], color=cmap(i % 10), marker=markers[(i // 10) % len(markers)],
+                       label=label(r))
+        pts = [(sign * r[key], r["bleu"]) for r in rows]
+        front = pareto(pts)
+        ax.plot([rows[i][key] for i in front], [rows[i]["bleu"] for i in front], "k--", lw=1, label="Pareto front")
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("BLEU")
+    axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.suptitle("Speed / quality frontier")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)

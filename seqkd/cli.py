@@ -307,18 +307,22 @@ def cmd_shortlist(a) -> None:
 
 
 def cmd_bench(a) -> None:
-    from seqkd.bench import bench, table
+    from seqkd.bench import bench, frontier_plot, table
     from seqkd.data import DataConfig, load_pairs
     from seqkd.fsutil import write_json
 
-    src, _ = load_pairs(_data_cfg(a, DataConfig(test_split=a.split)), "test")
+    src, refs = load_pairs(_data_cfg(a, DataConfig(test_split=a.split)), "test")
     if a.max_sents:
-        src = src[: a.max_sents]
-    rows = bench(a.model, src, a.engines.split(","), beam=a.beam, threads=a.threads, cfg=_decode_cfg(a),
-                 repeats=a.repeats, latency_sents=a.latency)
+        src, refs = src[: a.max_sents], refs[: a.max_sents]
+    rows = []
+    for model in a.model:
+        rows += bench(model, src, a.engines.split(","), beam=a.beam, threads=a.threads, cfg=_decode_cfg(a),
+                      repeats=a.repeats, latency_sents=a.latency, refs=refs)
     print(table(rows))
     if a.out:
         write_json(a.out, rows)
+    if a.plot:
+        frontier_plot(rows, a.plot)
 
 
 # --- parser -------------------------------------------------------------------------------------
@@ -444,9 +448,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_shortlist)
 
     s = sub.add_parser("bench", help="sentences/s, tokens/s and latency per engine, greedy and beam")
-    s.add_argument("--model", required=True, help="model folder")
+    s.add_argument("--model", required=True, action="append", help="model folder (repeat for several)")
     _data_args(s, split="test_2016_flickr")
     s.add_argument("--engines", default="hf,ct2,ct2-int8", help="comma list of hf, ct2, ct2-int8")
+    s.add_argument("--plot", help="write the BLEU / speed / latency frontier of every row to this PNG")
     s.add_argument("--max-sents", type=int, default=0, help="use only the first N sentences")
     s.add_argument("--repeats", type=int, default=3, help="report the median (and range) of N timings")
     s.add_argument("--latency", type=int, default=0, metavar="N",

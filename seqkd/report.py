@@ -275,13 +275,14 @@ def pareto(points: list[tuple[float, float]]) -> list[int]:
 def _speed_plot(plt, out: Path, rows: list[dict]) -> None:
     """BLEU against sentences/s: one marker per system (legend, no stacked labels), greedy filled,
     beam hollow, the Pareto front drawn."""
-    fig, ax = plt.subplots(figsize=(8, 5))
-    cmap = plt.get_cmap("tab20")
+    fig, ax = plt.subplots(figsize=(12, 6))
+    cmap = plt.get_cmap("tab10")
+    markers = "osD^v<>ph*"
     pts = []
-    for i, r in enumerate(rows):
-        color = cmap(i % 20)
-        ax.scatter(r["sent_per_s_greedy"], r["bleu_greedy"], color=color, marker="o", label=r["name"])
-        ax.scatter(r["sent_per_s_beam"], r["bleu_beam"], facecolors="none", edgecolors=[color], marker="s")
+    for i, r in enumerate(rows):  # colour x marker: a unique symbol for up to 100 systems
+        color, mk = cmap(i % 10), markers[(i // 10) % len(markers)]
+        ax.scatter(r["sent_per_s_greedy"], r["bleu_greedy"], color=color, marker=mk, label=r["name"])
+        ax.scatter(r["sent_per_s_beam"], r["bleu_beam"], facecolors="none", edgecolors=[color], marker=mk)
         pts += [(r["sent_per_s_greedy"], r["bleu_greedy"]), (r["sent_per_s_beam"], r["bleu_beam"])]
     front = pareto(pts)
     ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=1, label="Pareto front")
@@ -291,7 +292,7 @@ def _speed_plot(plt, out: Path, rows: list[dict]) -> None:
     ax.set_title("Speed / quality")
     ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    fig.savefig(out / "speed_quality.png", dpi=110)
+    fig.savefig(out / "speed_quality.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 

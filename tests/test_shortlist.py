@@ -88,19 +88,29 @@ def test_deep_shallow_sizes_train_export_and_match_hf(tmp_path, size):
 
 
 def test_bench_reports_median_spread_and_latency(tiny_reverse, tmp_path):
-    from seqkd.bench import bench, percentile, table
+    from seqkd.bench import bench, frontier_plot, percentile, table
 
-    model_dir, src, _, _ = tiny_reverse
+    model_dir, src, tgt, _ = tiny_reverse
     assert percentile([1, 2, 3, 4, 5], 50) == 3 and percentile([1, 2, 3, 4, 5], 95) == pytest.approx(4.8)
     v = Vocab(model_dir)
     vmap = write_vmap({"": sorted(set(v.token_to_id) - SPECIAL)}, tmp_path / "all.vmap")
     cfg = DecodeConfig(inter_threads=2, engine_batching=True, return_scores=False, vmap=str(vmap))
     rows = bench(str(model_dir), src[:60], ["hf", "ct2", "ct2-int8"], beam=3, threads=2, cfg=cfg, repeats=3,
-                 latency_sents=10)
+                 latency_sents=10, refs=tgt[:60])
     assert [(r["engine"], r["search"]) for r in rows] == [("ct2", "greedy"), ("ct2", "beam3"),
                                                           ("ct2-int8", "greedy"), ("ct2-int8", "beam3")]
     for r in rows:  # hf is skipped: the shortlist is a CTranslate2 feature
         assert r["repeats"] == 3 and r["vmap"] and r["inter_threads"] == 2
         assert r["sent_per_s_min"] <= r["sent_per_s"] <= r["sent_per_s_max"]
         assert 0 < r["p50_ms"] <= r["p95_ms"] and r["latency_sentences"] == 10
+        assert r["bleu"] > 50 and "nrefs:1" in r["bleu_signature"]
     assert "+vmap" in table(rows)
+    frontier_plot(rows, tmp_path / "frontier.png")
+    assert (tmp_path / "frontier.png").stat().st_size > 1000
+
+
+def test_pareto_front():
+    from seqkd.report import pareto
+
+    pts = [(1, 10), (2, 9), (3, 5), (1.5, 8), (3, 4)]  # (speed, BLEU): (1.5, 8) and (3, 4) are dominated
+    assert pareto(pts) == [0, 1, 2]
