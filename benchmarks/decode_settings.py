@@ -1,0 +1,99 @@
+"""Find each model's fastest CTranslate2 decoding settings by measurement, one factor at a time.
+
+Starting from seqkd's defaults, each factor (thread layout, batching, scores, int8, shortlist) is
+tried in turn; a setting is kept when its median speed beats the current best by more than the
+repetitions' spread, and its BLEU stays within --max-bleu-drop (int8 and a shortlist may change the
+output; the other factors must not). Every candidate is timed in the same process, interleaved
+with the current best, as the median of --repeats runs.
+
+    python benchmarks/decode_settings.py --model runs/multi30k-de-en/teacher --beam 5 \\
+        --model runs/multi30k-de-en/seq_kd+seq_inter --beam 1 --vmap runs/vmap.txt \\
+        --data-dir ../shared/data/multi30k --out docs/results/decode_settings.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import asdict, replace
+
+from seqkd.data import DataConfig, load_pairs
+from seqkd.decode import DecodeConfig, Translator
+from seqkd.evaluate import bleu
+
+FACTORS = [
+    ("inter_threads", [2]),  # 2 x 1 thread instead of 1 x 2
+    ("engine_batching", [True]),  # CTranslate2 sorts and splits (by max_batch_size tokens)
+    ("max_batch_size", [1024, 2048, 8192]),
+    ("return_scores", [False]),  # greedy only
+    ("compute_type", ["int8_float32"]),
+    ("vmap", ["<vmap>"]),
+]
+
+
+def timed(cfg: DecodeConfig, model: str, src: list[str], refs: list[str], beam: int, repeats: int) -> dict:
+    tr = Translator(model, cfg)
+    tr.translate(src[:32], beam=beam)
+    secs, out = [], None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = tr.translate(src, beam=beam)
+        secs.append(time.perf_counter() - t)
+    rates = sorted(len(src) / s for s in secs)
+    return {"sent_per_s": statistics.median(rates), "min": rates[0], "max": rates[-1],
+            "bleu": bleu([h[0].text for h in out], refs).score}
+
+
+def sweep(model: str, beam: int, src: list[str], refs: list[str], threads: int, vmap: str | None, repeats: int,
+          max_drop: float) -> dict:
+    best_cfg = DecodeConfig(engine="ct2", beam=beam, threads=threads)
+    best = timed(best_cfg, model, src, refs, beam, repeats)
+    base_bleu, trials = best["bleu"], [{"setting": "default", **best}]
+    for field, values in FACTORS:
+        if (field == "return_scores" and beam > 1) or (field == "vmap" and not vmap):
+            continue
+        if field == "max_batch_size" and not best_cfg.engine_batching:
+            continue
+        for v in values:
+            cand_cfg = replace(best_cfg, **{field: vmap if v == "<vmap>" else v})
+            cand = timed(cand_cfg, model, src, refs, beam, repeats)
+            best = timed(best_cfg, model, src, refs, beam, repeats)  # interleaved: re-time the incumbent
+            trials.append({"setting": f"{field}={v}", **cand, "incumbent": best})
+            if cand["min"] > best["max"] and cand["bleu"] >= base_bleu - max_drop:
+                best_cfg, best = cand_cfg, cand
+    return {"model": model, "beam": beam, "threads": threads, "sentences": len(src),
+            "best": {k: v for k, v in asdict(best_cfg).items() if k in {f for f, _ in FACTORS}},
+            "best_result": best, "default_bleu": base_bleu, "trials": trials}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", action="append", required=True, help="model folder (repeat)")
+    p.add_argument("--beam", action="append", type=int, required=True, help="its beam size (repeat, same order)")
+    p.add_argument("--vmap", help="a shortlist (`seqkd shortlist`) to try")
+    p.add_argument("--data-dir", help="local Multi30k copy (else $SEQKD_DATA)")
+    p.add_argument("--src", default="de")
+    p.add_argument("--tgt", default="en")
+    p.add_argument("--split", default="val", help="measure on this split (choose settings on validation)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--max-bleu-drop", type=float, default=0.2)
+    p.add_argument("--out", required=True, help="JSON results")
+    a = p.parse_args()
+    if len(a.model) != len(a.beam):
+        p.error("give one --beam per --model")
+    dc = DataConfig(src=a.src, tgt=a.tgt, data_dir=a.data_dir, test_split=a.split)
+    src, refs = load_pairs(dc, "test")
+    rows = [sweep(m, b, src, refs, a.threads, a.vmap, a.repeats, a.max_bleu_drop) for m, b in zip(a.model, a.beam)]
+    with open(a.out, "w") as f:
+        json.dump(rows, f, indent=1)
+    for r in rows:
+        res = r["best_result"]
+        print(f"{r['model']} beam {r['beam']}: {res['sent_per_s']:.0f} sent/s ({res['min']:.0f}-{res['max']:.0f}), "
+              f"BLEU {res['bleu']:.2f} (default {r['default_bleu']:.2f}) with {r['best']}")
+
+
+if __name__ == "__main__":
+    main()
