@@ -28,6 +28,15 @@ def val_bleu(run_dir: Path) -> float:
     return json.loads((run_dir / "train_result.json").read_text())["best_metric"]
 
 
+def choose_fast(rows: dict[str, dict], teacher_val_beam: float, max_drop: float) -> tuple[str, bool]:
+    """(the fastest candidate whose validation greedy BLEU is within `max_drop` of the teacher's
+    validation beam BLEU, True); when none is, (the one with the best validation BLEU, False)."""
+    ok = [n for n, r in rows.items() if r["val_bleu_greedy"] >= teacher_val_beam - max_drop]
+    if ok:
+        return max(ok, key=lambda n: (rows[n]["val_sent_per_s_greedy"], n)), True
+    return max(rows, key=lambda n: (rows[n]["val_bleu_greedy"], n)), False
+
+
 class Stages:
     """Stage bodies: each takes its folder and fills it (resumably: the library functions resume)."""
 
@@ -195,10 +204,8 @@ class Stages:
                     secs.append(time.perf_counter() - t)
                 rows[name] = {"val_bleu_greedy": val_bleu(self._dir(name)),
                               "val_sent_per_s_greedy": len(src) / statistics.median(secs)}
-            ok = [n for n, r in rows.items() if r["val_bleu_greedy"] >= t_beam - self.cfg.fast_max_drop]
-            pick = max(ok, key=lambda n: rows[n]["val_sent_per_s_greedy"]) if ok else \
-                max(rows, key=lambda n: rows[n]["val_bleu_greedy"])
-            write_json(d / "source.json", {"model": pick, "within_budget": bool(ok), "teacher_val_bleu_beam": t_beam,
+            pick, ok = choose_fast(rows, t_beam, self.cfg.fast_max_drop)
+            write_json(d / "source.json", {"model": pick, "within_budget": ok, "teacher_val_bleu_beam": t_beam,
                                            "max_drop": self.cfg.fast_max_drop, "candidates": rows})
             log.info("fast student: %s (%.1f val sent/s)", pick, rows[pick]["val_sent_per_s_greedy"])
 

@@ -123,3 +123,14 @@ def test_stage_clock_sums_invocations_and_skips_stopped_time(tmp_path):
         c2.last -= 100.0  # as if the process had been stopped for 100 s since the last tick
         time.sleep(0.01)
     assert first < c2.total < first + 0.5  # the gap counted as at most three ticks
+
+
+def test_fast_pick_is_the_fastest_within_budget_else_the_best():
+    from seqkd.stages import choose_fast
+
+    rows = {"a": {"val_bleu_greedy": 35.0, "val_sent_per_s_greedy": 900.0},
+            "b": {"val_bleu_greedy": 36.5, "val_sent_per_s_greedy": 500.0},
+            "c": {"val_bleu_greedy": 36.9, "val_sent_per_s_greedy": 300.0}}
+    assert choose_fast(rows, teacher_val_beam=37.0, max_drop=1.0) == ("b", True)  # a is 2 BLEU down
+    assert choose_fast(rows, teacher_val_beam=37.0, max_drop=2.0) == ("a", True)
+    assert choose_fast(rows, teacher_val_beam=40.0, max_drop=1.0) == ("c", False)
