@@ -1,0 +1,54 @@
+"""Teacher decoding speed for distillation: beam 5 (Seq-KD) and 35-best lists (Seq-Inter), per
+CTranslate2 thread layout, on the first N training sentences (the estimate of those stages' time).
+
+    python benchmarks/nbest_speed.py --teacher runs/multi30k-de-en/teacher --lines 300 \\
+        --data-dir ../shared/data/multi30k --out docs/results/nbest_speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from seqkd.data import DataConfig, load_pairs
+from seqkd.decode import DecodeConfig, Translator
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", required=True)
+    p.add_argument("--lines", type=int, default=300)
+    p.add_argument("--beams", default="5,35")
+    p.add_argument("--layouts", default="1x2,2x1", help="inter_threads x intra_threads")
+    p.add_argument("--data-dir")
+    p.add_argument("--corpus-pairs", type=int, default=28998, help="to extrapolate the whole corpus's hours")
+    p.add_argument("--out")
+    a = p.parse_args()
+    src, _ = load_pairs(DataConfig(data_dir=a.data_dir), "train")
+    src = src[: a.lines]
+    rows = []
+    for beam in map(int, a.beams.split(",")):
+        for layout in a.layouts.split(","):
+            inter, intra = map(int, layout.split("x"))
+            # max_tokens as the distillation stages use it (seq_inter: 2048 source tokens)
+            tokens = 2048 if beam > 5 else 4096
+            cfg = DecodeConfig(engine="ct2", beam=beam, nbest=beam if beam > 5 else 1, threads=inter * intra,
+                               inter_threads=inter, engine_batching=inter > 1, max_tokens=tokens,
+                               max_batch_size=max(tokens // max(1, beam // 4), 64))  # the batches seqkd makes
+            tr = Translator(a.teacher, cfg)
+            tr.translate(src[:16], beam=beam, nbest=cfg.nbest)
+            t = time.perf_counter()
+            tr.translate(src, beam=beam, nbest=cfg.nbest)
+            s = time.perf_counter() - t
+            rows.append({"beam": beam, "nbest": cfg.nbest, "layout": layout, "sentences": len(src), "seconds": s,
+                         "sent_per_s": len(src) / s, "corpus_hours": a.corpus_pairs / (len(src) / s) / 3600})
+            print(f"beam {beam} n-best {cfg.nbest} layout {layout}: {len(src) / s:.1f} sent/s, "
+                  f"{rows[-1]['corpus_hours']:.2f} h for {a.corpus_pairs} pairs")
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
