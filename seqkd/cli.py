@@ -214,7 +214,7 @@ def cmd_shrink(a) -> None:
 def cmd_export(a) -> None:
     from seqkd.prune import export_ct2
 
-    print(json.dumps(export_ct2(a.model, a.out, a.quantization), indent=2))
+    print(json.dumps(export_ct2(a.model, a.out, a.quantization, vmap=a.vmap), indent=2))
 
 
 def load_preset(name: str):
@@ -407,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("export", help="CTranslate2 export (int8 by default) with sizes on disk")
     s.add_argument("--model", required=True, help="model folder")
     s.add_argument("--quantization", default="int8", help="int8 | int8_float32 | float16 | float32")
+    s.add_argument("--vmap", help="include this shortlist (`seqkd shortlist`): decode with use_vmap=True")
     s.add_argument("--out", required=True, help="output folder")
     s.set_defaults(func=cmd_export)
 

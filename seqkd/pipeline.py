@@ -74,6 +74,8 @@ class ReproduceConfig:
     fast_sizes: tuple[str, ...] = ()
     fast_overrides: dict = field(default_factory=dict)  # applied to every fast size (e.g. dropout)
     fast_max_drop: float = 1.0
+    shortlist_per_piece: int = 50  # the lexical shortlist (vmap) the fast student is also timed with
+    shortlist_frequent: int = 100
     int8_min_ratio: float = 13.0  # int8 candidates: pruned models >= this many x fewer non-zeros than the teacher
     eval_beam: int = 5
     eval_max_sents: int = 0
@@ -261,6 +263,8 @@ def reproduce(cfg: ReproduceConfig, out: str | Path, progress: bool = True, stop
                       S.finetune(f"fast_{size}_seq_kd"))
             fast.append(f"fast_{size}")
         if fast:
+            run_stage("shortlist", ["vocab", "data_seq_kd"], {"per_piece": cfg.shortlist_per_piece,
+                                                             "frequent": cfg.shortlist_frequent}, S.shortlist)
             run_stage("fast", ["teacher", *fast, *students], {"max_drop": cfg.fast_max_drop, "beam": cfg.eval_beam,
                                                               "repeats": cfg.speed_repeats},
                       S.fast_pick(fast + students))
@@ -285,7 +289,7 @@ def reproduce(cfg: ReproduceConfig, out: str | Path, progress: bool = True, stop
         run_stage("eval", systems, {"beam": cfg.eval_beam, "n": len(test_src)},
                   S.evaluate(systems, test_src, test_ref))
         run_stage("speed", ["eval"], {"repeats": cfg.speed_repeats, "best": best, "fast": bool(fast)},
-                  S.speed(best, test_src, with_fast=bool(fast)))
+                  S.speed(best, test_src, test_ref, with_fast=bool(fast)))
     except StopAfter as e:
         log.info("stopped after stage %s (--stop-after)", e)
         return {}

@@ -202,8 +202,9 @@ def prune_and_retrain(model_dir: str | Path, out: str | Path, cfg: PruneConfig, 
     return json.loads((out / "prune_result.json").read_text())
 
 
-def export_ct2(model_dir: str | Path, out: str | Path, quantization: str = "int8") -> dict:
-    """Copy the CTranslate2 conversion (int8 by default) and the tokenizer into `out`; report sizes."""
+def export_ct2(model_dir: str | Path, out: str | Path, quantization: str = "int8", vmap: str | None = None) -> dict:
+    """Copy the CTranslate2 conversion (int8 by default; with `vmap`, carrying that shortlist as
+    vmap.txt) and the tokenizer into `out`; report sizes."""
     import shutil
 
     from seqkd.decode import ct2_dir
@@ -211,7 +212,7 @@ def export_ct2(model_dir: str | Path, out: str | Path, quantization: str = "int8
     from seqkd.vocab import TOKENIZER_FILES
 
     model_dir, out = Path(model_dir), Path(out)
-    conv = ct2_dir(model_dir, None if quantization == "float32" else quantization)
+    conv = ct2_dir(model_dir, None if quantization == "float32" else quantization, vmap)
     fp32 = ct2_dir(model_dir, None)
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -222,7 +223,7 @@ def export_ct2(model_dir: str | Path, out: str | Path, quantization: str = "int8
         shutil.rmtree(out)
     tmp.rename(out)
     mb = 1024 * 1024
-    report = {"quantization": quantization,
+    report = {"quantization": quantization, "vmap": (out / "vmap.txt").exists(),
               "hf_safetensors_mb": (model_dir / "model.safetensors").stat().st_size / mb,
               "ct2_float32_mb": (fp32 / "model.bin").stat().st_size / mb,
               f"ct2_{quantization}_mb": (out / "model.bin").stat().st_size / mb}

@@ -211,6 +211,16 @@ class Stages:
 
         return run
 
+    def shortlist(self, d: Path) -> None:
+        """The lexical shortlist (CTranslate2 vmap) from the Seq-KD corpus: what the students learnt to say."""
+        from seqkd.shortlist import ShortlistConfig, build_vmap, vmap_stats, write_vmap
+
+        data = self._data("data_seq_kd")
+        vmap = build_vmap(data.src, data.tgt, self.vocab_obj,
+                          ShortlistConfig(self.cfg.shortlist_per_piece, self.cfg.shortlist_frequent))
+        write_json(d / "vmap.json", vmap_stats(vmap))
+        write_vmap(vmap, d / "vmap.txt")
+
     def export(self, source: str):
         def run(d: Path) -> None:
             from seqkd.prune import export_ct2
@@ -257,41 +267,49 @@ class Stages:
 
         return run
 
-    def speed(self, best: str, src: list[str], with_fast: bool = False):
+    def speed(self, best: str, src: list[str], ref: list[str], with_fast: bool = False):
         """S1, measured as the paper compares: teacher beam vs best student greedy (and the `fast`
-        student's greedy), same engine and threads, interleaved repetitions, median and range."""
+        student's greedy, also with the shortlist), same engine and threads, interleaved repetitions,
+        median and range; the BLEU of every measured output beside it."""
 
         def run(d: Path) -> None:
             from seqkd.decode import DecodeConfig, Translator
+            from seqkd.evaluate import bleu
 
-            runs = {"teacher_beam": ("teacher", self.cfg.eval_beam), "student_greedy": (best, 1)}
+            runs = {"teacher_beam": ("teacher", self.cfg.eval_beam, None), "student_greedy": (best, 1, None)}
             if with_fast:
-                runs["fast_greedy"] = (json.loads((self._dir("fast") / "source.json").read_text())["model"], 1)
-            tr = {k: Translator(self._dir(m), DecodeConfig(engine="ct2", threads=self.cfg.threads))
-                  for k, (m, _) in runs.items()}
-            for k, (_, beam) in runs.items():
+                fast = json.loads((self._dir("fast") / "source.json").read_text())["model"]
+                runs["fast_greedy"] = (fast, 1, None)
+                if (self._dir("shortlist") / "vmap.txt").exists():
+                    runs["fast_greedy_vmap"] = (fast, 1, str(self._dir("shortlist") / "vmap.txt"))
+            tr = {k: Translator(self._dir(m), DecodeConfig(engine="ct2", threads=self.cfg.threads, vmap=v))
+                  for k, (m, _, v) in runs.items()}
+            for k, (_, beam, _) in runs.items():
                 tr[k].translate(src[:32], beam=beam)
             secs: dict[str, list[float]] = {k: [] for k in runs}
+            scores: dict[str, float] = {}
             for _ in range(self.cfg.speed_repeats):
-                for k, (_, beam) in runs.items():
+                for k, (_, beam, _) in runs.items():
                     t = time.perf_counter()
-                    tr[k].translate(src, beam=beam)
+                    hyps = tr[k].translate(src, beam=beam)
                     secs[k].append(time.perf_counter() - t)
+                    scores[k] = bleu([h[0].text for h in hyps], ref).score
             out = {"n": len(src), "threads": self.cfg.threads, "engine": "ct2-float32", "student": best,
                    "fast": runs.get("fast_greedy", (None,))[0]}
             for k, s in secs.items():
                 rates = sorted(len(src) / x for x in s)
                 out[k] = {"sent_per_s_median": statistics.median(rates), "sent_per_s_min": rates[0],
-                          "sent_per_s_max": rates[-1], "seconds": s}
+                          "sent_per_s_max": rates[-1], "seconds": s, "bleu": scores[k]}
             tb, sg = out["teacher_beam"], out["student_greedy"]
             out["speedup_median"] = sg["sent_per_s_median"] / tb["sent_per_s_median"]
             out["speedup_range"] = [sg["sent_per_s_min"] / tb["sent_per_s_max"],
                                     sg["sent_per_s_max"] / tb["sent_per_s_min"]]
-            if with_fast:
-                fg = out["fast_greedy"]
-                out["fast_speedup_median"] = fg["sent_per_s_median"] / tb["sent_per_s_median"]
-                out["fast_speedup_range"] = [fg["sent_per_s_min"] / tb["sent_per_s_max"],
-                                             fg["sent_per_s_max"] / tb["sent_per_s_min"]]
+            for key in ("fast_greedy", "fast_greedy_vmap"):
+                if key in out:
+                    fg = out[key]
+                    out[f"{key}_speedup_median"] = fg["sent_per_s_median"] / tb["sent_per_s_median"]
+                    out[f"{key}_speedup_range"] = [fg["sent_per_s_min"] / tb["sent_per_s_max"],
+                                                   fg["sent_per_s_max"] / tb["sent_per_s_min"]]
             write_json(d / "speed.json", out)
 
         return run

@@ -114,3 +114,20 @@ def test_pareto_front():
 
     pts = [(1, 10), (2, 9), (3, 5), (1.5, 8), (3, 4)]  # (speed, BLEU): (1.5, 8) and (3, 4) are dominated
     assert pareto(pts) == [0, 1, 2]
+
+
+def test_export_carries_the_shortlist(tiny_reverse, tmp_path):
+    """`seqkd export --vmap`: the exported CTranslate2 folder alone decodes with the shortlist."""
+    import ctranslate2
+
+    from seqkd.prune import export_ct2
+
+    model_dir, src, _, _ = tiny_reverse
+    v = Vocab(model_dir)
+    allowed = set(v.tgt_sp.encode(["1 2 3"], out_type=str)[0])
+    vmap = write_vmap({"": sorted(allowed)}, tmp_path / "small.vmap")
+    rep = export_ct2(model_dir, tmp_path / "exp", "int8", vmap=str(vmap))
+    assert rep["vmap"] and (tmp_path / "exp" / "vmap.txt").exists()
+    tr = ctranslate2.Translator(str(tmp_path / "exp"), compute_type="int8")
+    out = tr.translate_batch(v.src_pieces(src[:50]), beam_size=1, use_vmap=True)
+    assert all(set(r.hypotheses[0]) <= allowed for r in out)
