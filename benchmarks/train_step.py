@@ -45,11 +45,12 @@ class Mode:
 
     def __init__(self, name: str, cfg: ModelConfig, vocab: int, fused: bool):
         self.name = name
-        # e.g. "autocast-sdpa": autocast with SDPA attention; "-full": the full-vocabulary logits, sliced after
-        self.precision, _, attn = name.partition("-")
-        self.full = attn == "full"
-        if attn and not self.full:
-            cfg = ModelConfig(cfg.size, {**cfg.overrides, "attn_implementation": attn})
+        # PRECISION[-sdpa][-full]: "-sdpa" SDPA attention instead of eager; "-full" the full-vocabulary
+        # logits, sliced after (the path before issue 9); "fp32-sdpa-full" is the old default step
+        self.precision, *flags = name.split("-")
+        self.full = "full" in flags
+        if "sdpa" in flags:
+            cfg = ModelConfig(cfg.size, {**cfg.overrides, "attn_implementation": "sdpa"})
         self.pad = vocab - 1
         self.model = build_model(cfg, vocab, vocab - 1, 0, seed=1).train()
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -86,7 +87,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5, help="timed repetitions per mode")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--set", action="append", default=[], metavar="FIELD=INT", help="MarianConfig override")
-    p.add_argument("--modes", default="fp32,autocast,weights")
+    p.add_argument("--modes", default="fp32-sdpa-full,fp32,autocast-sdpa-full,autocast,weights,autocast-sdpa")
     p.add_argument("--fused", action="store_true", help="fused AdamW kernel")
     p.add_argument("--profile", default="", help="print the top ops of one step of this mode")
     p.add_argument("--json", default="", help="append the result as one JSON line to this file")
