@@ -20,7 +20,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass,
 from pathlib import Path
 
 from seqkd.data import DataConfig, load_pairs
-from seqkd.fsutil import write_json
+from seqkd.fsutil import folder_lock, write_json
 from seqkd.models import ModelConfig
 from seqkd.train import TrainConfig, TrainData
 from seqkd.vocab import VocabConfig
@@ -188,14 +188,19 @@ class Runner:
 def reproduce(cfg: ReproduceConfig, out: str | Path, progress: bool = True, stop_after: str = "") -> dict:
     """Run (or resume) the whole grid into `out`; returns results.json's content.
 
-    `stop_after`: end after this stage (e.g. "teacher") without a report.
+    `stop_after`: end after this stage (e.g. "teacher") without a report. A second `reproduce` on
+    the same folder while this one runs is refused (folder lock).
     """
+    out = Path(out)
+    with folder_lock(out, "seqkd reproduce"):
+        return _reproduce(cfg, out, progress, stop_after)
+
+
+def _reproduce(cfg: ReproduceConfig, out: Path, progress: bool, stop_after: str) -> dict:
     import torch
 
     from seqkd import stages
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t0 = time.time()

@@ -24,7 +24,7 @@ from safetensors.torch import save_model as save_weights
 from tqdm import tqdm
 
 from seqkd.batching import collate, epoch_order, token_batches
-from seqkd.fsutil import SeqkdError, append_jsonl, read_jsonl, write_json
+from seqkd.fsutil import SeqkdError, append_jsonl, folder_lock, read_jsonl, write_json
 from seqkd.losses import LossConfig, compute_loss
 from seqkd.models import count_params, save_model, training_logits
 from seqkd.precision import bf16_autocast
@@ -193,7 +193,13 @@ def train(run_dir: str | Path, cfg: TrainConfig, model, vocab: Vocab, data: Trai
     if done.exists():
         log.info("%s: already trained, skipping", run)
         return json.loads(done.read_text())
-    run.mkdir(parents=True, exist_ok=True)
+    with folder_lock(run, "training run"):
+        return _train(run, cfg, model, vocab, data, teacher_fn, after_step, config_text, progress)
+
+
+def _train(run: Path, cfg: TrainConfig, model, vocab: Vocab, data: TrainData, teacher_fn: TeacherFn | None,
+           after_step: Callable[[object], None] | None, config_text: str, progress: bool) -> dict:
+    done = run / "train_result.json"
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")

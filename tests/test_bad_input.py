@@ -116,3 +116,30 @@ def test_bad_prune_schedule_and_shrink_layers(tmp_path, capsys, tiny_reverse):
     err = _run(capsys, "shrink", "--model", model, "--keep-decoder-layers", "5", "--out", str(tmp_path / "s"))
     assert "decoder layers to keep [5]" in err
     assert not (tmp_path / "s").exists()
+
+
+def test_second_writer_of_a_run_folder_is_refused(tmp_path, capsys, multi30k_dir):
+    """Two `seqkd reproduce` (or training runs) on one folder at once: the second stops with one line
+    naming the holder; once the first is gone (even killed), the folder is free again."""
+    import subprocess
+    import sys
+
+    from seqkd.fsutil import SeqkdError, folder_lock
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom seqkd.fsutil import folder_lock\n"
+                               f"with folder_lock({str(out)!r}, 'x'):\n    print('held', flush=True)\n"
+                               "    time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        err = _run(capsys, "reproduce", "--preset", "tiny", "--data-dir", str(multi30k_dir), "--out", str(out))
+        assert "another seqkd reproduce is writing this folder" in err and str(holder.pid) in err
+        assert not (out / "vocab").exists()
+        with pytest.raises(SeqkdError, match="another training run"):
+            with folder_lock(out, "training run"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with folder_lock(out, "training run"):  # released by the kill
+        pass
