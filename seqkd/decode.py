@@ -36,8 +36,9 @@ class DecodeConfig:
     threads: int = 0  # 0 = torch's default; CTranslate2: inter_threads x intra_threads = threads
     device: str = "cpu"  # cpu | cuda (CTranslate2 and HF)
     # CTranslate2 speed settings (docs/RESULTS.md measures them)
-    inter_threads: int = 1  # batches decoded in parallel, each with threads // inter_threads threads
+    inter_threads: int = 1  # batches decoded in parallel, each with threads // inter_threads threads (implies:)
     engine_batching: bool = False  # hand CTranslate2 all lines at once: it sorts and splits them itself
+    # (then the length limit is max_len_a x the longest source of all lines + max_len_b, not per batch)
     max_batch_size: int = 0  # with engine_batching: the batch size (0 = max_tokens) ...
     batch_type: str = "tokens"  # ... counted in "tokens" or "examples"
     return_scores: bool = True  # False skips the final softmax in greedy search (scores are then 0)
@@ -120,6 +121,8 @@ class Translator:
             quant = "int8" if self.cfg.compute_type.startswith("int8") else None
             path = ct2_dir(self.model_dir, quant, self.cfg.vmap)
             inter = max(1, self.cfg.inter_threads)
+            # parallel batches exist only when CTranslate2 splits the input itself
+            self._engine_batching = self.cfg.engine_batching or inter > 1
             self.ct2 = ctranslate2.Translator(str(path), device=self.cfg.device, compute_type=self.cfg.compute_type,
                                               inter_threads=inter, intra_threads=max(1, threads // inter))
         elif self.cfg.engine == "hf":
@@ -143,7 +146,7 @@ class Translator:
         pieces = self.vocab.src_pieces(lines)
         results: list[list[Hypothesis] | None] = [None] * len(lines)
         batches = _batches([len(p) for p in pieces], max(self.cfg.max_tokens // max(1, beam // 4), 64))
-        if self.cfg.engine == "ct2" and self.cfg.engine_batching:
+        if self.cfg.engine == "ct2" and self._engine_batching:
             batches = [list(range(len(lines)))] if lines else []
         bar = tqdm(total=len(lines), desc=f"translate ({self.cfg.engine}, beam {beam})", unit="sent",
                    disable=not progress, leave=False)
@@ -195,7 +198,7 @@ class Translator:
     def _ct2(self, src: list[list[str]], beam: int, nbest: int, max_len: int) -> list[list[Hypothesis]]:
         c = self.cfg
         extra = {}
-        if c.engine_batching:
+        if self._engine_batching:
             extra = {"max_batch_size": c.max_batch_size or c.max_tokens, "batch_type": c.batch_type}
         scores = c.return_scores or beam > 1 or nbest > 1
         out = self.ct2.translate_batch(

@@ -10,6 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+_UMASK = os.umask(0)  # read once at import: os.umask can only be read by setting it, which races with threads
+os.umask(_UMASK)
+
 
 class SeqkdError(Exception):
     """An error caused by the user's input or environment; the CLI prints it on one line and exits 2."""
@@ -25,9 +28,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
     try:
         if "b" in mode:
             f = os.fdopen(fd, mode)

@@ -20,7 +20,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass,
 from pathlib import Path
 
 from seqkd.data import DataConfig, load_pairs
-from seqkd.fsutil import folder_lock, write_json
+from seqkd.fsutil import SeqkdError, folder_lock, write_json
 from seqkd.models import ModelConfig
 from seqkd.train import TrainConfig, TrainData
 from seqkd.vocab import VocabConfig
@@ -196,10 +196,30 @@ def reproduce(cfg: ReproduceConfig, out: str | Path, progress: bool = True, stop
         return _reproduce(cfg, out, progress, stop_after)
 
 
+def check_config(cfg: ReproduceConfig) -> None:
+    """Errors a preset can hold that would otherwise surface hours into the grid."""
+    from seqkd import stages
+
+    if not cfg.seeds:
+        raise SeqkdError("seeds: give at least one seed")
+    if cfg.speed_repeats < 1:
+        raise SeqkdError(f"speed_repeats must be >= 1, got {cfg.speed_repeats}")
+    names = [stages.prune_name(sp, c["scheme"]) for c in cfg.prune for sp in c["schedule"]]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise SeqkdError(f"prune: two chains produce the same stage {', '.join(dup)}; every (sparsity, scheme) "
+                         "may appear once")
+    for tc, name in ((cfg.prune_train, "prune_train"),):
+        if tc.max_epochs == 0 and tc.max_steps == 0:
+            raise SeqkdError(f"{name}: the grid retrains every pruning round; give max_epochs or max_steps")
+
+
 def _reproduce(cfg: ReproduceConfig, out: Path, progress: bool, stop_after: str) -> dict:
     import torch
 
     from seqkd import stages
+
+    check_config(cfg)
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -233,12 +253,13 @@ def _reproduce(cfg: ReproduceConfig, out: Path, progress: bool, stop_after: str)
         run_stage("data_topk_seq_inter", ["teacher", "data_seq_inter"], k, S.topk("data_seq_inter"))
         run_stage("teacher+seq_inter", ["teacher", "data_seq_inter"], {"t": identity(cfg.finetune_train)},
                   S.finetune("teacher"))
-        ft = {"t": identity(cfg.finetune_train), "a": cfg.word_kd_alpha}
+        ft = {"t": identity(cfg.finetune_train)}
+        kd = {"a": cfg.word_kd_alpha, "k": cfg.word_kd_topk}  # only in the identity of stages that use Word-KD
 
         sizes = [("", cfg.student)] + ([(cfg.small_suffix, cfg.student_small)] if cfg.student_small else [])
         students = []
         for suffix, model in sizes:
-            st = {"m": identity(model), "t": identity(cfg.student_train), "a": cfg.word_kd_alpha}
+            st = {"m": identity(model), "t": identity(cfg.student_train)}
             seeds = cfg.seeds if not suffix else cfg.seeds[:1]
             for i, seed in enumerate(seeds):
                 tag = suffix + ("" if i == 0 else f"-seed{seed}")
@@ -249,13 +270,14 @@ def _reproduce(cfg: ReproduceConfig, out: Path, progress: bool, stop_after: str)
                 run_stage("baseline-fp32", ["vocab"], {"m": identity(model), "seed": cfg.seeds[0],
                                                        "t": identity(replace(cfg.student_train, bf16="off"))},
                           S.student(model, cfg.seeds[0], "refs", bf16="off"))
-            run_stage(f"word_kd{suffix}", ["vocab", "data_topk"], st, S.student(model, cfg.seeds[0], "refs", True))
-            run_stage(f"seq_kd+word_kd{suffix}", ["vocab", "data_seq_kd", "data_topk_seq_kd"], st,
+            wk = {**st, **kd, "seed": cfg.seeds[0]}
+            run_stage(f"word_kd{suffix}", ["vocab", "data_topk"], wk, S.student(model, cfg.seeds[0], "refs", True))
+            run_stage(f"seq_kd+word_kd{suffix}", ["vocab", "data_seq_kd", "data_topk_seq_kd"], wk,
                       S.student(model, cfg.seeds[0], "data_seq_kd", True))
             for base, word in (("baseline", False), ("word_kd", True), ("seq_kd", False), ("seq_kd", True)):
                 name = f"{base}+seq_inter" + ("+word_kd" if word and base == "seq_kd" else "") + suffix
                 deps = [base + suffix, "data_seq_inter"] + (["data_topk_seq_inter"] if word else [])
-                run_stage(name, deps, {**ft, "word": word}, S.finetune(base + suffix, word))
+                run_stage(name, deps, {**ft, **(kd if word else {})}, S.finetune(base + suffix, word))
             students += [s + suffix for s in STUDENTS]
 
         fast = []
@@ -271,7 +293,8 @@ def _reproduce(cfg: ReproduceConfig, out: Path, progress: bool, stop_after: str)
             run_stage("shortlist", ["vocab", "data_seq_kd"], {"per_piece": cfg.shortlist_per_piece,
                                                              "frequent": cfg.shortlist_frequent}, S.shortlist)
             run_stage("fast", ["teacher", *fast, *students], {"max_drop": cfg.fast_max_drop, "beam": cfg.eval_beam,
-                                                              "repeats": cfg.speed_repeats},
+                                                              "repeats": cfg.speed_repeats,
+                                                              "n": cfg.eval_max_sents},
                       S.fast_pick(fast + students))
         best = S.best_student([s for s in STUDENTS])
         log.info("best student by validation BLEU: %s", best)
@@ -291,9 +314,11 @@ def _reproduce(cfg: ReproduceConfig, out: Path, progress: bool, stop_after: str)
         seed_runs += ["baseline-fp32"] if cfg.fp32_control else []
         systems = ["teacher", "teacher+seq_inter", *students, *seed_runs, *fast, *(["fast"] if fast else []),
                    *pruned, "best_int8"]
-        run_stage("eval", systems, {"beam": cfg.eval_beam, "n": len(test_src)},
+        test_id = {"beam": cfg.eval_beam, "n": len(test_src), "test_sha": _h([test_src, test_ref])}
+        run_stage("eval", systems, test_id,
                   S.evaluate(systems, test_src, test_ref))
-        run_stage("speed", ["eval"], {"repeats": cfg.speed_repeats, "best": best, "fast": bool(fast)},
+        run_stage("speed", ["eval", *(["shortlist"] if fast else [])],
+                  {"repeats": cfg.speed_repeats, "best": best, "fast": bool(fast)},
                   S.speed(best, test_src, test_ref, with_fast=bool(fast)))
     except StopAfter as e:
         log.info("stopped after stage %s (--stop-after)", e)

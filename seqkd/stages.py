@@ -193,17 +193,17 @@ class Stages:
             cfg = DecodeConfig(engine="ct2", threads=self.cfg.threads)
             teacher = Translator(self._dir("teacher"), cfg)
             t_beam = bleu([h[0].text for h in teacher.translate(src, beam=self.cfg.eval_beam)], ref).score
-            rows = {}
-            for name in candidates:
-                tr = Translator(self._dir(name), cfg)
+            trs = {name: Translator(self._dir(name), cfg) for name in candidates}
+            for tr in trs.values():
                 tr.translate(src[:32], beam=1)
-                secs = []
-                for _ in range(max(1, self.cfg.speed_repeats)):
+            secs: dict[str, list[float]] = {name: [] for name in candidates}
+            for _ in range(max(1, self.cfg.speed_repeats)):  # interleaved: machine load hits every candidate alike
+                for name, tr in trs.items():
                     t = time.perf_counter()
                     tr.translate(src, beam=1)
-                    secs.append(time.perf_counter() - t)
-                rows[name] = {"val_bleu_greedy": val_bleu(self._dir(name)),
-                              "val_sent_per_s_greedy": len(src) / statistics.median(secs)}
+                    secs[name].append(time.perf_counter() - t)
+            rows = {name: {"val_bleu_greedy": val_bleu(self._dir(name)),
+                           "val_sent_per_s_greedy": len(src) / statistics.median(secs[name])} for name in candidates}
             pick, ok = choose_fast(rows, t_beam, self.cfg.fast_max_drop)
             write_json(d / "source.json", {"model": pick, "within_budget": ok, "teacher_val_bleu_beam": t_beam,
                                            "max_drop": self.cfg.fast_max_drop, "candidates": rows})
