@@ -134,3 +134,16 @@ def test_fast_pick_is_the_fastest_within_budget_else_the_best():
     assert choose_fast(rows, teacher_val_beam=37.0, max_drop=1.0) == ("b", True)  # a is 2 BLEU down
     assert choose_fast(rows, teacher_val_beam=37.0, max_drop=2.0) == ("a", True)
     assert choose_fast(rows, teacher_val_beam=40.0, max_drop=1.0) == ("c", False)
+
+
+def test_grid_config_errors_surface_before_any_work():
+    from seqkd.pipeline import check_config
+
+    cfg = load_preset("tiny")
+    with pytest.raises(SeqkdError, match="pruned_80"):
+        check_config(replace(cfg, prune=[{"scheme": "class-blind", "schedule": [0.5, 0.8]},
+                                         {"scheme": "class-blind", "schedule": [0.8]}]))
+    with pytest.raises(SeqkdError, match="seeds"):
+        check_config(replace(cfg, seeds=()))
+    with pytest.raises(SeqkdError, match="prune_train"):
+        check_config(replace(cfg, prune_train=replace(cfg.prune_train, max_epochs=0, max_steps=0)))
