@@ -301,15 +301,28 @@ def _speed_plot(plt, out: Path, rows: list[dict]) -> None:
     plt.close(fig)
 
 
+def _scheme(name: str) -> str:
+    """pruned_80 -> class-blind, pruned_80_class-distribution -> class-distribution."""
+    parts = name.split("_", 2)
+    return parts[2] if len(parts) > 2 else "class-blind"
+
+
 def _pruning_plot(plt, out: Path, rows: list[dict], best: str) -> None:
+    """Beam BLEU against x fewer non-zeros than the teacher: one line per scheme's chain (starting
+    at the unpruned parent), the 0% control as its own marker, the teacher and the paper's 13x."""
     teacher = next(r for r in rows if r["name"] == "teacher")
-    pr = [r for r in rows if r["name"].startswith("pruned") or r["name"] == best]
+    parent = next(r for r in rows if r["name"] == best)
+    pruned = [r for r in rows if r["name"].startswith("pruned") and r["name"] != "pruned_0"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for scheme, mk in (("class-blind", "o-"), ("class-distribution", "s-")):
-        sel = [r for r in pr if (scheme in r["name"]) == (scheme == "class-distribution") or r["name"] == best]
-        sel.sort(key=lambda r: -r["params_nonzero"])
-        ratio = [teacher["params_total"] / r["params_nonzero"] for r in sel]
-        ax.plot(ratio, [r["bleu_beam"] for r in sel], mk, label=f"{scheme} (beam)")
+    for scheme, mk in (("class-blind", "o-"), ("class-distribution", "s-"), ("class-uniform", "^-")):
+        sel = [parent] + sorted((r for r in pruned if _scheme(r["name"]) == scheme), key=lambda r: -r["params_nonzero"])
+        if len(sel) > 1:
+            ax.plot([teacher["params_total"] / r["params_nonzero"] for r in sel], [r["bleu_beam"] for r in sel], mk,
+                    label=f"{scheme} (beam)")
+    control = next((r for r in rows if r["name"] == "pruned_0"), None)
+    if control:
+        ax.scatter([teacher["params_total"] / control["params_nonzero"]], [control["bleu_beam"]], marker="*", s=120,
+                   color="green", zorder=3, label="0% control (same retraining)")
     ax.axhline(teacher["bleu_beam"], color="k", lw=1, label="teacher beam")
     ax.axhline(teacher["bleu_beam"] - 0.4, color="k", lw=1, ls=":", label="teacher beam - 0.4")
     ax.axvline(13, color="grey", lw=1, ls="--", label="13x (paper)")
