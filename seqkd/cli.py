@@ -189,8 +189,8 @@ def cmd_prune(a) -> None:
     finetune = None
     if a.finetune_distilled and retrain:
         ft_data = TrainData(*load_pairs(replace(cfg.data, distilled=a.finetune_distilled), "train"), *val)
-        finetune = (replace(cfg.train, lr=a.finetune_lr, warmup_steps=1, max_epochs=a.finetune_epochs, max_steps=0,
-                            max_minutes=0.0), ft_data)
+        finetune = (replace(cfg.train, lr=a.finetune_lr, warmup_steps=0, schedule="constant",  # exactly finetune_lr
+                            max_epochs=a.finetune_epochs, max_steps=0, max_minutes=0.0), ft_data)
     print(json.dumps(prune_and_retrain(a.model, a.out, pc, cfg.train, data, finetune=finetune), indent=2))
 
 
@@ -390,7 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--minutes", type=float, help="retraining-time budget per round")
     s.add_argument("--distilled", help="retrain on this `seqkd distill` folder (the data the model was trained on)")
     s.add_argument("--finetune-distilled", help="then fine-tune each round on this folder (paper: Seq-Inter data)")
-    s.add_argument("--finetune-lr", type=float, default=1e-4, help="learning rate of that fine-tuning (default 1e-4)")
+    s.add_argument("--finetune-lr", type=float, default=1e-4,
+                   help="constant learning rate of that fine-tuning, no warmup (default 1e-4)")
     s.add_argument("--finetune-epochs", type=int, default=1, help="epochs of that fine-tuning (default 1)")
     s.add_argument("--config", help="YAML run config (data and train sections are used)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.lr=2e-4")
