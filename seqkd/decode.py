@@ -69,8 +69,7 @@ def ct2_dir(model_dir: str | Path, quantization: str | None = None, vmap: str | 
 
         if not Path(vmap).exists():
             raise SeqkdError(f"{vmap}: vocabulary map not found")
-        name += "-vmap"
-        stamp += f":{file_hash(vmap)}"
+        name += f"-vmap-{file_hash(vmap)[:8]}"  # one cached conversion per shortlist content
     out = model_dir / name
     if (out / "seqkd_stamp.txt").exists() and (out / "seqkd_stamp.txt").read_text() == stamp:
         return out
