@@ -18,26 +18,22 @@ log = logging.getLogger(__name__)
 
 # Named sizes. "student"/"teacher" follow the issue (3+3 d256 / 6+6 d512); the CPU presets pick from
 # these by measurement (docs/RESULTS.md). Every field can be overridden (ModelConfig.overrides).
+def _size(d: int, enc: int, dec: int, heads: int, ffn: int, dropout: float = 0.1) -> dict:
+    return dict(d_model=d, encoder_layers=enc, decoder_layers=dec, encoder_attention_heads=heads,
+                decoder_attention_heads=heads, encoder_ffn_dim=ffn, decoder_ffn_dim=ffn, dropout=dropout)
+
+
 SIZES: dict[str, dict] = {
-    "tiny": dict(d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-                 decoder_attention_heads=4, encoder_ffn_dim=256, decoder_ffn_dim=256, dropout=0.0),
-    "student-small": dict(d_model=128, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-                          decoder_attention_heads=4, encoder_ffn_dim=512, decoder_ffn_dim=512, dropout=0.1),
-    "student": dict(d_model=256, encoder_layers=3, decoder_layers=3, encoder_attention_heads=4,
-                    decoder_attention_heads=4, encoder_ffn_dim=1024, decoder_ffn_dim=1024, dropout=0.1),
+    "tiny": _size(64, 2, 2, 4, 256, dropout=0.0),
+    "student-small": _size(128, 2, 2, 4, 512),
+    "student": _size(256, 3, 3, 4, 1024),
     # deep encoder, shallow decoder (Kasai et al. 2021; Bergamot's students): decoding time sits in the decoder
-    "student-6-1": dict(d_model=256, encoder_layers=6, decoder_layers=1, encoder_attention_heads=4,
-                        decoder_attention_heads=4, encoder_ffn_dim=1024, decoder_ffn_dim=1024, dropout=0.1),
-    "student-4-1": dict(d_model=256, encoder_layers=4, decoder_layers=1, encoder_attention_heads=4,
-                        decoder_attention_heads=4, encoder_ffn_dim=1024, decoder_ffn_dim=1024, dropout=0.1),
-    "student-6-2": dict(d_model=256, encoder_layers=6, decoder_layers=2, encoder_attention_heads=4,
-                        decoder_attention_heads=4, encoder_ffn_dim=1024, decoder_ffn_dim=1024, dropout=0.1),
-    "base": dict(d_model=384, encoder_layers=6, decoder_layers=6, encoder_attention_heads=6,
-                 decoder_attention_heads=6, encoder_ffn_dim=1536, decoder_ffn_dim=1536, dropout=0.1),
-    "medium": dict(d_model=512, encoder_layers=4, decoder_layers=4, encoder_attention_heads=8,
-                   decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048, dropout=0.1),
-    "teacher": dict(d_model=512, encoder_layers=6, decoder_layers=6, encoder_attention_heads=8,
-                    decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048, dropout=0.1),
+    "student-6-1": _size(256, 6, 1, 4, 1024),
+    "student-4-1": _size(256, 4, 1, 4, 1024),
+    "student-6-2": _size(256, 6, 2, 4, 1024),
+    "base": _size(384, 6, 6, 6, 1536),
+    "medium": _size(512, 4, 4, 8, 2048),
+    "teacher": _size(512, 6, 6, 8, 2048),
 }
 
 
