@@ -1,5 +1,7 @@
 """Teacher decoding speed for distillation: beam 5 (Seq-KD) and 35-best lists (Seq-Inter), per
 CTranslate2 thread layout, on the first N training sentences (the estimate of those stages' time).
+Every configuration is timed `--repeats` times, interleaved (one round runs each configuration once);
+rows give the median and the range.
 
     python benchmarks/nbest_speed.py --teacher runs/multi30k-de-en/teacher --lines 300 \\
         --data-dir ../shared/data/multi30k --out docs/results/nbest_speed.json
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 from seqkd.data import DataConfig, load_pairs
@@ -23,28 +26,37 @@ def main() -> None:
     p.add_argument("--layouts", default="1x2,2x1", help="inter_threads x intra_threads")
     p.add_argument("--data-dir")
     p.add_argument("--corpus-pairs", type=int, default=28998, help="to extrapolate the whole corpus's hours")
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out")
     a = p.parse_args()
     src, _ = load_pairs(DataConfig(data_dir=a.data_dir), "train")
     src = src[: a.lines]
-    rows = []
+    configs = []
     for beam in map(int, a.beams.split(",")):
         for layout in a.layouts.split(","):
             inter, intra = map(int, layout.split("x"))
             # max_tokens as the distillation stages use it (seq_inter: 2048 source tokens)
             tokens = 2048 if beam > 5 else 4096
             cfg = DecodeConfig(engine="ct2", beam=beam, nbest=beam if beam > 5 else 1, threads=inter * intra,
-                               inter_threads=inter, engine_batching=inter > 1, max_tokens=tokens,
-                               max_batch_size=max(tokens // max(1, beam // 4), 64))  # the batches seqkd makes
+                               inter_threads=inter, max_tokens=tokens)  # as `seqkd distill` batches
             tr = Translator(a.teacher, cfg)
-            tr.translate(src[:16], beam=beam, nbest=cfg.nbest)
+            tr.translate(src[:16], beam=beam, nbest=cfg.nbest)  # warm-up
+            configs.append((beam, layout, cfg, tr, []))
+    for _ in range(a.repeats):
+        for beam, _layout, cfg, tr, times in configs:
             t = time.perf_counter()
             tr.translate(src, beam=beam, nbest=cfg.nbest)
-            s = time.perf_counter() - t
-            rows.append({"beam": beam, "nbest": cfg.nbest, "layout": layout, "sentences": len(src), "seconds": s,
-                         "sent_per_s": len(src) / s, "corpus_hours": a.corpus_pairs / (len(src) / s) / 3600})
-            print(f"beam {beam} n-best {cfg.nbest} layout {layout}: {len(src) / s:.1f} sent/s, "
-                  f"{rows[-1]['corpus_hours']:.2f} h for {a.corpus_pairs} pairs")
+            times.append(time.perf_counter() - t)
+    rows = []
+    for beam, layout, cfg, _, times in configs:
+        rates = sorted(len(src) / s for s in times)
+        med = statistics.median(rates)
+        rows.append({"beam": beam, "nbest": cfg.nbest, "layout": layout, "sentences": len(src),
+                     "repeats": len(times), "sent_per_s": med, "sent_per_s_min": rates[0],
+                     "sent_per_s_max": rates[-1], "corpus_hours": a.corpus_pairs / med / 3600})
+        print(f"beam {beam} n-best {cfg.nbest} layout {layout}: {med:.1f} sent/s "
+              f"({rates[0]:.1f}-{rates[-1]:.1f}, {len(times)} runs), "
+              f"{rows[-1]['corpus_hours']:.2f} h for {a.corpus_pairs} pairs")
     if a.out:
         with open(a.out, "w") as f:
             json.dump(rows, f, indent=1)

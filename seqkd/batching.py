@@ -8,23 +8,41 @@ import torch
 from seqkd.losses import IGNORE
 
 
-def token_batches(src_lens: list[int], tgt_lens: list[int], max_tokens: int) -> list[list[int]]:
-    """Group example indices into batches whose padded size (rows x longest side) <= max_tokens.
+def batch_bounds(src_lens: np.ndarray, tgt_lens: np.ndarray, max_tokens: int,
+                 keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Token-budget batches as arrays: batch b is `order[bounds[b]:bounds[b + 1]]`.
 
-    Examples are sorted by (target, source) length so padding is small; the order is deterministic.
+    src_lens, tgt_lens: (N,) lengths; keep: optional (N,) bool mask of usable examples.
+    Examples are sorted by (target, source) length, then index, so padding is small and the order is
+    deterministic; a batch's padded size (rows x longest side) stays <= max_tokens. Memory is a few
+    bytes per example (no Python object per example).
     """
-    order = sorted(range(len(src_lens)), key=lambda i: (tgt_lens[i], src_lens[i], i))
-    batches, cur, longest = [], [], 0
-    for i in order:
-        n = max(src_lens[i], tgt_lens[i])
-        if cur and (len(cur) + 1) * max(longest, n) > max_tokens:
-            batches.append(cur)
-            cur, longest = [], 0
-        cur.append(i)
-        longest = max(longest, n)
-    if cur:
-        batches.append(cur)
-    return batches
+    src_lens, tgt_lens = np.asarray(src_lens), np.asarray(tgt_lens)
+    n = len(src_lens)
+    idx = np.arange(n, dtype=np.int32 if n < 1 << 31 else np.int64)
+    if keep is not None and not keep.all():
+        idx, src_lens, tgt_lens = idx[keep], src_lens[keep], tgt_lens[keep]
+    pos = np.lexsort((idx, src_lens, tgt_lens))  # sorted by (target, source, index): deterministic
+    order = idx[pos]
+    longest_side = np.maximum(src_lens, tgt_lens)[pos]
+    del pos
+    bounds, rows, longest = [0], 0, 0
+    for start in range(0, len(order), 100_000):  # plain ints in chunks: fast, and memory stays flat
+        for j, size in enumerate(longest_side[start: start + 100_000].tolist(), start):
+            if rows and (rows + 1) * max(longest, size) > max_tokens:
+                bounds.append(j)
+                rows, longest = 0, 0
+            rows += 1
+            longest = max(longest, size)
+    if rows:
+        bounds.append(len(order))
+    return order, np.asarray(bounds, dtype=np.int64)
+
+
+def token_batches(src_lens: list[int], tgt_lens: list[int], max_tokens: int) -> list[list[int]]:
+    """`batch_bounds` as lists of example indices (for small inputs: validation, decoding, caches)."""
+    order, bounds = batch_bounds(np.asarray(src_lens), np.asarray(tgt_lens), max_tokens)
+    return [order[a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def epoch_order(n_batches: int, seed: int, epoch: int) -> list[int]:

@@ -7,191 +7,13 @@ import json
 import logging
 import sys
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
+from seqkd.cli_common import _data_args, _data_cfg, _decode_args, _decode_cfg, _read_input
+from seqkd.cli_train import cmd_distill, cmd_prune, cmd_train, cmd_vocab
 from seqkd.fsutil import SeqkdError
 
 log = logging.getLogger("seqkd")
-
-
-# --- shared argument groups ---------------------------------------------------------------------
-def _data_args(p: argparse.ArgumentParser, split: str | None = None) -> None:
-    g = p.add_argument_group("data")
-    g.add_argument("--corpus", default=None, help="named corpus (default: multi30k)")
-    g.add_argument("--src", default=None, help="source language (default de)")
-    g.add_argument("--tgt", default=None, help="target language (default en)")
-    g.add_argument("--data-dir", default=None, help="local copy of the corpus files (else $SEQKD_DATA, else download)")
-    if split:
-        g.add_argument("--split", default=split, help=f"corpus split (default {split})")
-
-
-def _decode_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("decoding")
-    g.add_argument("--engine", choices=["ct2", "hf"], default="ct2", help="CTranslate2 (default) or HF generate")
-    g.add_argument("--beam", type=int, default=5, help="beam size (1 = greedy)")
-    g.add_argument("--int8", action="store_true", help="CTranslate2 int8 weights")
-    g.add_argument("--max-tokens", type=int, default=4096, help="source tokens per batch")
-    g.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all)")
-    g.add_argument("--inter-threads", type=int, default=1, help="CTranslate2: batches decoded in parallel")
-    g.add_argument("--engine-batching", action="store_true",
-                   help="CTranslate2 sorts and splits the input itself (with --max-batch-size / --batch-type)")
-    g.add_argument("--max-batch-size", type=int, default=0, help="with --engine-batching (0 = --max-tokens)")
-    g.add_argument("--batch-type", choices=["tokens", "examples"], default="tokens", help="unit of --max-batch-size")
-    g.add_argument("--no-scores", action="store_true", help="greedy search without scores (skips the softmax)")
-    g.add_argument("--vmap", help="vocabulary map file (`seqkd shortlist`): restrict the output layer to it")
-
-
-def _decode_cfg(a):
-    from seqkd.decode import DecodeConfig
-
-    return DecodeConfig(engine=a.engine, beam=a.beam, compute_type="int8" if a.int8 else "float32",
-                        max_tokens=a.max_tokens, threads=a.threads, inter_threads=a.inter_threads,
-                        engine_batching=a.engine_batching, max_batch_size=a.max_batch_size,
-                        batch_type=a.batch_type, return_scores=not a.no_scores, vmap=a.vmap)
-
-
-def _data_cfg(a, base=None):
-    from seqkd.data import DataConfig
-
-    dc = base or DataConfig()
-    for k in ("corpus", "src", "tgt", "data_dir"):
-        if getattr(a, k, None) is not None:
-            setattr(dc, k, getattr(a, k))
-    return dc
-
-
-def _read_input(path: str | None) -> list[str]:
-    from seqkd.corpus import read_lines
-
-    if path in (None, "-"):
-        try:
-            return sys.stdin.buffer.read().decode("utf-8").splitlines()
-        except UnicodeDecodeError as e:
-            raise SeqkdError(f"<stdin>: invalid UTF-8 ({e})") from e
-    return read_lines(path)
-
-
-# --- commands -----------------------------------------------------------------------------------
-def cmd_vocab(a) -> None:
-    from seqkd.config import load_run_config
-    from seqkd.data import load_pairs
-    from seqkd.vocab import train_vocab
-
-    cfg = load_run_config(a.config, a.set)
-    cfg.data = _data_cfg(a, cfg.data)
-    src, tgt = load_pairs(cfg.data, "train")
-    v = train_vocab(src, tgt, cfg.vocab, a.out)
-    print(f"{a.out}: {v.size} ids")
-
-
-def cmd_train(a) -> None:
-    from seqkd.config import dump, load_run_config
-    from seqkd.data import load_pairs
-    from seqkd.models import build_model, load_model
-    from seqkd.train import TrainData, train
-    from seqkd.vocab import Vocab, train_vocab
-
-    cfg = load_run_config(a.config, a.set)
-    cfg.data = _data_cfg(a, cfg.data)
-    if a.size:
-        cfg.model.size = a.size
-    if a.minutes is not None:
-        cfg.train.max_minutes = a.minutes
-    if a.epochs is not None:
-        cfg.train.max_epochs = a.epochs
-    if a.init_from:
-        cfg.train.init_from = a.init_from
-    if a.distilled:
-        cfg.data.distilled = a.distilled
-    if a.teacher:
-        cfg.kd.teacher = a.teacher
-    if a.topk_cache:
-        cfg.kd.topk_cache = a.topk_cache
-    if a.word_kd is not None:
-        cfg.train.loss.word_kd_alpha = a.word_kd
-    if cfg.train.loss.word_kd_alpha > 0 and not (cfg.kd.teacher or cfg.kd.topk_cache):
-        raise SeqkdError("Word-KD (word_kd_alpha > 0) needs --teacher DIR or --topk-cache DIR")
-    out = Path(a.out)
-    text = dump(cfg)
-    saved = out / "seqkd.yaml"
-    if saved.exists() and saved.read_text() != text and not (out / "train_result.json").exists():
-        raise SeqkdError(f"{saved}: this folder holds a run with a different config; use another --out")
-    src, tgt = load_pairs(cfg.data, "train")
-    val = load_pairs(cfg.data, "val")
-    if cfg.train.init_from:
-        vocab = Vocab(cfg.train.init_from)
-        model = load_model(cfg.train.init_from)
-    else:
-        vocab = Vocab(a.vocab) if a.vocab else train_vocab(src, tgt, cfg.vocab, out / "vocab")
-        model = build_model(cfg.model, vocab.size, vocab.pad_id, vocab.eos_id, seed=cfg.train.seed)
-    teacher_fn = None
-    if cfg.train.loss.word_kd_alpha > 0:
-        from seqkd.kd import offline_teacher, online_teacher
-
-        if cfg.kd.topk_cache:
-            teacher_fn = offline_teacher(cfg.kd.topk_cache, vocab, src, tgt)
-        else:
-            teacher_fn = online_teacher(cfg.kd.teacher, vocab)
-    res = train(out, cfg.train, model, vocab, TrainData(src, tgt, *val), teacher_fn=teacher_fn, config_text=text)
-    print(json.dumps(res, indent=2))
-
-
-def cmd_distill(a) -> None:
-    from seqkd.config import RunConfig, load_run_config
-    from seqkd.data import load_pairs
-    from seqkd.distill import DistillConfig, distill
-
-    cfg = load_run_config(a.config, a.set, cls=RunConfig)
-    cfg.data = _data_cfg(a, cfg.data)
-    if a.distilled:
-        cfg.data.distilled = a.distilled
-    src, tgt = load_pairs(cfg.data, "train")
-    if a.mode == "topk":
-        from seqkd.kd import build_topk_cache
-
-        build_topk_cache(a.teacher, src, tgt, a.out, k=a.topk, temperature=a.temperature, max_tokens=a.max_tokens,
-                         shard_size=a.shard_size)
-        print(f"{a.out}: top-{a.topk} teacher probabilities for {len(src)} pairs")
-        return
-    dc = DistillConfig(mode=a.mode, beam=a.beam or (35 if a.mode == "seq_inter" else 5), metric=a.metric,
-                       fraction=a.fraction, filter_worst=a.filter_worst, max_len_ratio=a.max_len_ratio,
-                       engine=a.engine, compute_type="int8" if a.int8 else "float32", max_tokens=a.max_tokens,
-                       shard_size=a.shard_size)
-    m = distill(a.teacher, src, tgt, a.out, dc)
-    print(json.dumps({k: m[k] for k in ("pairs", "dropped", "mean_teacher_score")}, indent=2))
-
-
-def cmd_prune(a) -> None:
-    from seqkd.config import load_run_config
-    from seqkd.data import load_pairs
-    from seqkd.prune import PruneConfig, prune_and_retrain
-    from seqkd.train import TrainData
-
-    cfg = load_run_config(a.config, a.set)
-    cfg.data = _data_cfg(a, cfg.data)
-    if a.distilled:
-        cfg.data.distilled = a.distilled
-    cfg.train.max_epochs = a.epochs
-    if a.steps is not None:
-        cfg.train.max_steps = a.steps
-    if a.minutes is not None:
-        cfg.train.max_minutes = a.minutes
-    try:
-        sched = tuple(float(x) for x in a.schedule.split(",")) if a.schedule else ()
-    except ValueError as e:
-        raise SeqkdError(f"--schedule {a.schedule!r}: expected comma-separated sparsities, e.g. 0.5,0.8") from e
-    pc = PruneConfig(sparsity=a.sparsity, scheme=a.scheme, include_embeddings=not a.no_embeddings, rounds=a.rounds,
-                     schedule=sched)
-    retrain = a.epochs > 0 or (a.steps or 0) > 0
-    val = load_pairs(cfg.data, "val") if retrain else None
-    data = TrainData(*load_pairs(cfg.data, "train"), *val) if retrain else None
-    finetune = None
-    if a.finetune_distilled and retrain:
-        ft_data = TrainData(*load_pairs(replace(cfg.data, distilled=a.finetune_distilled), "train"), *val)
-        finetune = (replace(cfg.train, lr=a.finetune_lr, warmup_steps=0, schedule="constant",  # exactly finetune_lr
-                            max_epochs=a.finetune_epochs, max_steps=0, max_minutes=0.0), ft_data)
-    print(json.dumps(prune_and_retrain(a.model, a.out, pc, cfg.train, data, finetune=finetune), indent=2))
 
 
 def _layers(text: str | None, flag: str) -> list[int]:
@@ -374,7 +196,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", choices=["ct2", "hf"], default="ct2", help="decoding engine")
     s.add_argument("--int8", action="store_true", help="CTranslate2 int8 teacher")
     s.add_argument("--max-tokens", type=int, default=4096, help="tokens per batch")
+    s.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all)")
+    s.add_argument("--inter-threads", type=int, default=2,
+                   help="CTranslate2 batches decoded in parallel, threads / inter-threads threads each")
+    s.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="decode on cpu or cuda (GPU LOCAL_RANK modulo the GPUs seen; no GPU is an error)")
     s.add_argument("--out", required=True, help="output folder (resumable)")
+    g = s.add_argument_group(
+        "workers", "Any number of workers may share one --out (torchrun ranks, independent processes, machines "
+        "on a shared folder): each claims unfinished shards atomically, takes over a dead worker's, and the "
+        "one that finds every shard finished writes the result. Same bytes whatever the number of workers "
+        "(with the same --threads / --inter-threads).")
+    g.add_argument("--shard-index", type=int, default=0, metavar="I",
+                   help="Slurm-array style: take only the shards k with k %% N == I (e.g. $SLURM_ARRAY_TASK_ID)")
+    g.add_argument("--num-shards", type=int, default=1, metavar="N",
+                   help="the number of array tasks splitting the shards (default 1: every shard)")
+    g.add_argument("--merge-only", action="store_true",
+                   help="translate nothing: check that every shard is present, complete and aligned, then write "
+                        "train.src / train.tgt / manifest.json (e.g. after a Slurm array)")
     s.set_defaults(func=cmd_distill)
 
     s = sub.add_parser("prune", help="magnitude pruning to a target sparsity, then retraining with masks")

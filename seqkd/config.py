@@ -66,6 +66,8 @@ def from_dict(cls, d: dict | None, where: str = ""):
                 kwargs[k] = t(v)
             except ValueError:
                 raise SeqkdError(f"config {where}.{k}: expected {t.__name__}, got {v!r}") from None
+        elif t is str and isinstance(v, bool):  # YAML 1.1 reads a bare on / off as true / false
+            kwargs[k] = "on" if v else "off"
         elif t is bool and not isinstance(v, bool):
             raise SeqkdError(f"config {where}.{k}: expected true/false, got {v!r}")
         else:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import http.client
 import logging
 import os
@@ -11,10 +10,12 @@ import shutil
 import tempfile
 import urllib.request
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
 
-from seqkd.fsutil import SeqkdError, atomic_open
+from seqkd.fsutil import SeqkdError, atomic_open, sha256_file  # noqa: F401 (sha256_file re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,8 @@ SUMS_FILE = "SHA256SUMS"
 _DOWNLOAD_TIMEOUT_S = 60
 
 
-def read_lines(path: str | os.PathLike) -> list[str]:
-    """Read a plain or gzipped (``.gz`` suffix) UTF-8 text file into a list of lines.
+def iter_lines(path: str | os.PathLike) -> Iterator[str]:
+    """The lines of a plain or gzipped (``.gz`` suffix) UTF-8 text file, one at a time.
 
     Only the line terminator (``\\n`` or ``\\r\\n``) is removed; empty lines are kept so that
     parallel files stay aligned. Decoding is strict and done line by line, so an error names the
@@ -52,14 +53,13 @@ def read_lines(path: str | os.PathLike) -> list[str]:
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    lines: list[str] = []
     try:
         with opener(path, "rb") as f:
             for lineno, raw in enumerate(f, start=1):
                 if raw.endswith(b"\n"):
                     raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
                 try:
-                    lines.append(raw.decode("utf-8"))
+                    yield raw.decode("utf-8")
                 except UnicodeDecodeError as e:
                     raise SeqkdError(
                         f"{path}:{lineno}: invalid UTF-8 (byte offset {e.start} in line)"
@@ -70,7 +70,22 @@ def read_lines(path: str | os.PathLike) -> list[str]:
         raise SeqkdError(f"{path}: not a valid gzip file ({e or type(e).__name__})") from None
     except OSError as e:
         raise SeqkdError(f"{path}: cannot read ({e.strerror or e})") from None
-    return lines
+
+
+def read_lines(path: str | os.PathLike) -> list[str]:
+    """All lines of a file (`iter_lines`) in a list."""
+    return list(iter_lines(path))
+
+
+def iter_parallel(src_path: str | os.PathLike, tgt_path: str | os.PathLike) -> Iterator[tuple[str, str]]:
+    """Pairs of two line-aligned files, streamed; SeqkdError when one file ends before the other."""
+    n = 0
+    for n, (s, t) in enumerate(zip_longest(iter_lines(src_path), iter_lines(tgt_path)), start=1):
+        if s is None or t is None:
+            short, long_ = (src_path, tgt_path) if s is None else (tgt_path, src_path)
+            raise SeqkdError(f"{short} has {n - 1} lines but {long_} has more "
+                             "(files must be aligned line by line)")
+        yield s, t
 
 
 def read_parallel(src_path: str | os.PathLike, tgt_path: str | os.PathLike) -> tuple[list[str], list[str]]:
@@ -111,32 +126,36 @@ class CleanStats:
         )
 
 
+def keep_pair(s: str, t: str, stats: CleanStats) -> bool:
+    """True for a usable training pair; else count it under the first reason that applies:
+    either side empty or whitespace-only, either side longer than ``max_chars`` characters, or
+    ``(longer + 1) / (shorter + 1)`` (character lengths) over ``max_ratio``."""
+    ls, lt = len(s), len(t)
+    if not s.strip() or not t.strip():
+        stats.empty += 1
+    elif ls > stats.max_chars or lt > stats.max_chars:
+        stats.too_long += 1
+    elif (max(ls, lt) + 1) / (min(ls, lt) + 1) > stats.max_ratio:
+        stats.ratio += 1
+    else:
+        stats.kept += 1
+        return True
+    return False
+
+
 def clean_pairs(
     src: list[str], tgt: list[str], max_chars: int = 1000, max_ratio: float = 9.0
 ) -> tuple[list[str], list[str], CleanStats]:
-    """Drop unusable training pairs (never use this on evaluation data).
-
-    A pair is dropped, and counted under the first reason that applies, if either side is empty or
-    whitespace-only, either side is longer than ``max_chars`` characters, or
-    ``(longer + 1) / (shorter + 1)`` (character lengths) exceeds ``max_ratio``.
-    """
+    """Drop unusable training pairs (`keep_pair`; never use this on evaluation data)."""
     if len(src) != len(tgt):
         raise ValueError(f"clean_pairs: {len(src)} source lines but {len(tgt)} target lines")
     out_src: list[str] = []
     out_tgt: list[str] = []
     stats = CleanStats(0, 0, 0, 0, max_chars=max_chars, max_ratio=max_ratio)
     for s, t in zip(src, tgt):
-        ls, lt = len(s), len(t)
-        if not s.strip() or not t.strip():
-            stats.empty += 1
-        elif ls > max_chars or lt > max_chars:
-            stats.too_long += 1
-        elif (max(ls, lt) + 1) / (min(ls, lt) + 1) > max_ratio:
-            stats.ratio += 1
-        else:
+        if keep_pair(s, t, stats):
             out_src.append(s)
             out_tgt.append(t)
-    stats.kept = len(out_src)
     log.info("cleaning: %s", stats)
     return out_src, out_tgt, stats
 
@@ -145,15 +164,6 @@ def data_dir_from_env(data_dir: str | os.PathLike | None = None) -> Path | None:
     """The local corpus folder: the explicit argument, else $SEQKD_DATA, else None."""
     chosen = str(data_dir) if data_dir is not None and str(data_dir) else os.environ.get("SEQKD_DATA")
     return Path(chosen).expanduser() if chosen else None
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 digest of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _fetch(url: str, dest_path: str | os.PathLike) -> None:

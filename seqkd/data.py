@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 
-from seqkd.corpus import clean_pairs, load_split, read_parallel
+from seqkd.corpus import CleanStats, clean_pairs, corpus_files, iter_parallel, keep_pair, load_split, read_parallel
+from seqkd.fsutil import SeqkdError
 
 log = logging.getLogger(__name__)
 
@@ -46,3 +50,51 @@ def load_pairs(dc: DataConfig, role: str) -> tuple[list[str], list[str]]:
         src, tgt, stats = clean_pairs(src, tgt, dc.max_chars, dc.max_ratio)
         log.info("training data: %s", stats)
     return src, tgt
+
+
+def train_files(dc: DataConfig) -> tuple[str, str]:
+    """The two files the training pairs come from (a named corpus is fetched or found first)."""
+    if dc.distilled:
+        return f"{dc.distilled}/train.src", f"{dc.distilled}/train.tgt"
+    if dc.train_src and dc.train_tgt:
+        return dc.train_src, dc.train_tgt
+    s, t = corpus_files(dc.corpus, dc.train_split, dc.src, dc.tgt, data_dir=dc.data_dir)
+    return str(s), str(t)
+
+
+def _count_lines(path: str) -> int:
+    """Lines of a plain or gzipped file, counted in 1 MiB blocks (a last line without newline counts)."""
+    opener = gzip.open if path.endswith(".gz") else open
+    n, last = 0, b"\n"
+    try:
+        with opener(path, "rb") as f:
+            while block := f.read(1 << 20):
+                n += block.count(b"\n")
+                last = block[-1:]
+    except FileNotFoundError:
+        raise SeqkdError(f"{path}: file not found") from None
+    except OSError as e:
+        raise SeqkdError(f"{path}: cannot read ({e})") from None
+    return n + (last != b"\n")
+
+
+def stream_train_pairs(dc: DataConfig) -> Callable[[], Iterable[tuple[str, str]]]:
+    """The cleaned training pairs as `load_pairs(dc, "train")` gives them, read from disk on each call
+    (for corpora too large to hold in memory). The files are found and checked to be aligned now."""
+    src_path, tgt_path = train_files(dc)
+    n_src, n_tgt = _count_lines(src_path), _count_lines(tgt_path)
+    if n_src != n_tgt:
+        raise SeqkdError(f"{src_path} has {n_src} lines but {tgt_path} has {n_tgt} "
+                         "(files must be aligned line by line)")
+
+    def pairs() -> Iterator[tuple[str, str]]:
+        stats = CleanStats(0, 0, 0, 0, max_chars=dc.max_chars, max_ratio=dc.max_ratio)
+        it = iter_parallel(src_path, tgt_path)
+        if dc.max_train_pairs:
+            it = islice(it, dc.max_train_pairs)
+        for s, t in it:
+            if keep_pair(s, t, stats):
+                yield s, t
+        log.info("training data: %s", stats)
+
+    return pairs

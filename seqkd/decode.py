@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from seqkd.batching import token_batches
 from seqkd.fsutil import SeqkdError
 from seqkd.vocab import Vocab
 
@@ -35,8 +36,10 @@ class DecodeConfig:
     length_penalty: float = 1.0
     threads: int = 0  # 0 = torch's default; CTranslate2: inter_threads x intra_threads = threads
     device: str = "cpu"  # cpu | cuda (CTranslate2 and HF)
+    device_index: int = 0  # CTranslate2 on cuda: which GPU (HF: give device "cuda:N")
     # CTranslate2 speed settings (docs/RESULTS.md measures them)
-    inter_threads: int = 1  # batches decoded in parallel, each with threads // inter_threads threads (implies:)
+    inter_threads: int = 1  # batches decoded in parallel, each with threads // inter_threads threads
+    # (seqkd's own batches, submitted asynchronously: the same batches and length limits as 1 x threads)
     engine_batching: bool = False  # hand CTranslate2 all lines at once: it sorts and splits them itself
     # (then the length limit is max_len_a x the longest source of all lines + max_len_b, not per batch)
     max_batch_size: int = 0  # with engine_batching: the batch size (0 = max_tokens) ...
@@ -92,18 +95,9 @@ def ct2_dir(model_dir: str | Path, quantization: str | None = None, vmap: str | 
     return out
 
 
-def _batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    out, cur, longest = [], [], 0
-    for i in order:
-        if cur and (len(cur) + 1) * max(longest, lengths[i]) > max_tokens:
-            out.append(cur)
-            cur, longest = [], 0
-        cur.append(i)
-        longest = max(longest, lengths[i])
-    if cur:
-        out.append(cur)
-    return out
+def _by_length(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """Batches of line indices sorted by length, rows x longest <= max_tokens."""
+    return token_batches(lengths, lengths, max_tokens)
 
 
 class Translator:
@@ -119,10 +113,11 @@ class Translator:
 
             quant = "int8" if self.cfg.compute_type.startswith("int8") else None
             path = ct2_dir(self.model_dir, quant, self.cfg.vmap)
-            inter = max(1, self.cfg.inter_threads)
-            # parallel batches exist only when CTranslate2 splits the input itself
-            self._engine_batching = self.cfg.engine_batching or inter > 1
-            self.ct2 = ctranslate2.Translator(str(path), device=self.cfg.device, compute_type=self.cfg.compute_type,
+            inter = max(1, min(self.cfg.inter_threads, threads))
+            self._inter = inter
+            self._engine_batching = self.cfg.engine_batching
+            self.ct2 = ctranslate2.Translator(str(path), device=self.cfg.device, device_index=self.cfg.device_index,
+                                              compute_type=self.cfg.compute_type,
                                               inter_threads=inter, intra_threads=max(1, threads // inter))
         elif self.cfg.engine == "hf":
             from seqkd.models import load_model
@@ -144,17 +139,26 @@ class Translator:
             raise SeqkdError(f"nbest ({nbest}) cannot exceed the beam size ({beam})")
         pieces = self.vocab.src_pieces(lines)
         results: list[list[Hypothesis] | None] = [None] * len(lines)
-        batches = _batches([len(p) for p in pieces], max(self.cfg.max_tokens // max(1, beam // 4), 64))
+        batches = _by_length([len(p) for p in pieces], max(self.cfg.max_tokens // max(1, beam // 4), 64))
         if self.cfg.engine == "ct2" and self._engine_batching:
             batches = [list(range(len(lines)))] if lines else []
         bar = tqdm(total=len(lines), desc=f"translate ({self.cfg.engine}, beam {beam})", unit="sent",
                    disable=not progress, leave=False)
+        parallel = self.cfg.engine == "ct2" and self._inter > 1 and not self._engine_batching
+        pending = []  # (indices, asynchronous results) while batches run in parallel
         for idx in batches:
             src = [pieces[i] for i in idx]
             max_len = int(self.cfg.max_len_a * max(len(s) for s in src) + self.cfg.max_len_b)
+            if parallel:  # queue every batch; CTranslate2 runs inter_threads of them at a time
+                pending.append((idx, self._ct2(src, beam, nbest, max_len, asynchronous=True)))
+                continue
             run = self._ct2 if self.cfg.engine == "ct2" else self._hf
             hyps = run(src, beam, nbest, max_len)
             for i, h in zip(idx, hyps):
+                results[i] = h
+            bar.update(len(idx))
+        for idx, wait in pending:
+            for i, h in zip(idx, wait()):
                 results[i] = h
             bar.update(len(idx))
         bar.close()
@@ -172,7 +176,7 @@ class Translator:
         src_p = v.src_pieces(src)
         tgt_p = [p for p in v.tgt_sp.encode(list(tgt), out_type=str)]
         out: list[tuple[float, int]] = [(0.0, 0)] * len(src)
-        for idx in _batches([len(p) + len(t) for p, t in zip(src_p, tgt_p)], self.cfg.max_tokens):
+        for idx in _by_length([len(p) + len(t) for p, t in zip(src_p, tgt_p)], self.cfg.max_tokens):
             if self.cfg.engine == "ct2":
                 res = self.ct2.score_batch([src_p[i] for i in idx], [tgt_p[i] for i in idx])
                 for i, r in zip(idx, res):
@@ -180,13 +184,13 @@ class Translator:
             else:
                 from seqkd.batching import collate
                 from seqkd.losses import IGNORE, _log_probs
+                from seqkd.models import training_logits
 
                 ids = lambda ps: [v.token_to_id.get(p, v.unk_id) for p in ps]  # noqa: E731
                 b = collate([ids(src_p[i]) for i in idx], [ids(tgt_p[i]) + [v.eos_id] for i in idx], v.pad_id)
                 b = {k: t.to(self.cfg.device) for k, t in b.items()}
                 with torch.no_grad():
-                    logits = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
-                                        decoder_input_ids=b["decoder_input_ids"]).logits
+                    logits = training_logits(self.model, b)
                 lp = _log_probs(logits, v.pad_id)
                 mask = b["labels"].ne(IGNORE)
                 tok = lp.gather(-1, b["labels"].clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
@@ -194,7 +198,8 @@ class Translator:
                     out[i] = (float(tok[row].sum()), int(mask[row].sum()))
         return out
 
-    def _ct2(self, src: list[list[str]], beam: int, nbest: int, max_len: int) -> list[list[Hypothesis]]:
+    def _ct2(self, src: list[list[str]], beam: int, nbest: int, max_len: int, asynchronous: bool = False):
+        """Hypotheses per source line; with `asynchronous`, a function that waits for them."""
         c = self.cfg
         extra = {}
         if self._engine_batching:
@@ -202,10 +207,14 @@ class Translator:
         scores = c.return_scores or beam > 1 or nbest > 1
         out = self.ct2.translate_batch(
             src, beam_size=beam, num_hypotheses=nbest, max_decoding_length=max_len, return_scores=scores,
-            length_penalty=c.length_penalty, use_vmap=c.vmap is not None, **extra,
+            length_penalty=c.length_penalty, use_vmap=c.vmap is not None, asynchronous=asynchronous, **extra,
         )
-        return [[Hypothesis(self.vocab.decode_pieces(toks), toks, float(r.scores[k]) if scores else 0.0)
-                 for k, toks in enumerate(r.hypotheses)] for r in out]
+
+        def convert(results) -> list[list[Hypothesis]]:
+            return [[Hypothesis(self.vocab.decode_pieces(toks), toks, float(r.scores[k]) if scores else 0.0)
+                     for k, toks in enumerate(r.hypotheses)] for r in results]
+
+        return (lambda: convert([r.result() for r in out])) if asynchronous else convert(out)
 
     @torch.no_grad()
     def _hf(self, src: list[list[str]], beam: int, nbest: int, max_len: int) -> list[list[Hypothesis]]:

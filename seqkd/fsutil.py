@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -102,3 +103,23 @@ def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[None]:
     finally:
         fcntl.flock(f, fcntl.LOCK_UN)
         f.close()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 digest of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hash_lines(*sides: Iterable[str]) -> str:
+    """sha256 (16 hex) of each side's lines, each line followed by a newline, each side by a NUL: the
+    identity of a parallel text (distilled data, top-k caches and token files use it)."""
+    h = hashlib.sha256()
+    for lines in sides:
+        for ln in lines:
+            h.update(ln.encode("utf-8") + b"\n")
+        h.update(b"\x00")
+    return h.hexdigest()[:16]

@@ -2,7 +2,8 @@
 the teacher's top-k next-word probabilities, computed once, sharded and resumable.
 
 Both return a `TeacherFn(example_indices, batch)` for `seqkd.train.train`: full logits (B, T, V)
-online, or a (probs (B, T, k), ids (B, T, k)) pair offline.
+online, or a (probs (B, T, k), ids (B, T, k)) pair offline. The cache is read through memory maps,
+one example's rows at a time, so its size on disk does not become memory.
 """
 
 from __future__ import annotations
@@ -11,15 +12,17 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.numpy import save_file
 from tqdm import tqdm
 
 from seqkd.batching import collate, token_batches
-from seqkd.distill import _hash_lines, _weights_hash
-from seqkd.fsutil import SeqkdError, write_json
+from seqkd.distill import weights_hash
+from seqkd.fsutil import SeqkdError, hash_lines, write_json
 from seqkd.losses import _log_probs
-from seqkd.models import load_model
+from seqkd.models import load_model, training_logits
 from seqkd.vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -46,8 +49,7 @@ def online_teacher(teacher_dir: str | Path, vocab: Vocab):
     def fn(indices: list[int], batch: dict) -> torch.Tensor:
         teacher.to(batch["input_ids"].device)
         with torch.no_grad():
-            return teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                           decoder_input_ids=batch["decoder_input_ids"]).logits.float()
+            return training_logits(teacher, batch).float()
 
     return fn
 
@@ -57,13 +59,14 @@ def build_topk_cache(teacher_dir: str | Path, src: list[str], tgt: list[str], ou
                      progress: bool = True) -> Path:
     """Teacher-forced top-k probabilities (renormalised over the k) for every target token of (src, tgt).
 
-    Shards `shard-00000.safetensors` hold probs (N_tok, k) float16, ids (N_tok, k) int32 and
-    offsets (n + 1,) int64; a rerun skips finished shards; `manifest.json` is written last.
+    Shards `shard-00000.safetensors` hold probs (N_tok, k) float16, ids (N_tok, k) uint16 (int32 for
+    vocabularies over 65,536 ids; caches of earlier versions hold int32) and offsets (n + 1,) int64; a
+    rerun skips finished shards; `manifest.json` is written last.
     """
     teacher_dir, out = Path(teacher_dir), Path(out_dir)
     vocab = Vocab(teacher_dir)
-    ident = {"teacher_weights": _weights_hash(teacher_dir), "vocab": vocab.fingerprint(), "k": k,
-             "temperature": temperature, "input_sha256": _hash_lines(src, tgt), "pairs": len(src),
+    ident = {"teacher_weights": weights_hash(teacher_dir), "vocab": vocab.fingerprint(), "k": k,
+             "temperature": temperature, "input_sha256": hash_lines(src, tgt), "pairs": len(src),
              "shard_size": shard_size}
     if (out / "manifest.json").exists():
         if json.loads((out / "manifest.json").read_text()) == ident:
@@ -73,6 +76,7 @@ def build_topk_cache(teacher_dir: str | Path, src: list[str], tgt: list[str], ou
     teacher = load_model(teacher_dir)
     src_ids, tgt_ids = vocab.encode_src(src), vocab.encode_tgt(tgt)
     n_shards = (len(src) + shard_size - 1) // shard_size
+    id_dtype = np.uint16 if vocab.size <= 1 << 16 else np.int32
     bar = tqdm(total=len(src), unit="sent", desc="top-k cache", disable=not progress, dynamic_ncols=True)
     for s in range(n_shards):
         path = out / f"shard-{s:05d}.safetensors"
@@ -86,28 +90,28 @@ def build_topk_cache(teacher_dir: str | Path, src: list[str], tgt: list[str], ou
             ex = [local[j] for j in b_idx]
             b = collate([src_ids[i] for i in ex], [tgt_ids[i] for i in ex], vocab.pad_id)
             with torch.no_grad():
-                logits = teacher(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
-                                 decoder_input_ids=b["decoder_input_ids"]).logits
+                logits = training_logits(teacher, b)
             lp = _log_probs(logits / temperature, vocab.pad_id)
             top, ids = lp.topk(k, dim=-1)
             probs = torch.softmax(top, dim=-1)  # renormalised over the k
             for row, i in enumerate(ex):
                 n = len(tgt_ids[i])
-                per_ex[i] = (probs[row, :n].half(), ids[row, :n].int())
+                per_ex[i] = (probs[row, :n].half().numpy(), ids[row, :n].numpy().astype(id_dtype))
             bar.update(len(ex))
         lens = [len(tgt_ids[i]) for i in local]
-        offsets = torch.tensor([0] + lens, dtype=torch.long).cumsum(0)
+        offsets = np.cumsum([0] + lens, dtype=np.int64)
         tmp = path.with_suffix(".tmp")
-        save_file({"probs": torch.cat([per_ex[i][0] for i in local]), "ids": torch.cat([per_ex[i][1] for i in local]),
-                   "offsets": offsets}, str(tmp))
+        save_file({"probs": np.concatenate([per_ex[i][0] for i in local]),
+                   "ids": np.concatenate([per_ex[i][1] for i in local]), "offsets": offsets}, str(tmp))
         tmp.replace(path)
     bar.close()
     write_json(out / "manifest.json", ident)
     return out
 
 
-def offline_teacher(cache_dir: str | Path, vocab: Vocab, src: list[str], tgt: list[str]):
-    """TeacherFn reading a top-k cache built for exactly these (src, tgt) pairs and this vocabulary."""
+def offline_teacher(cache_dir: str | Path, vocab: Vocab, input_sha256: str):
+    """TeacherFn reading a top-k cache built for exactly the training pairs whose text hashes to
+    `input_sha256` (`tokdata.hash_pairs`) and for this vocabulary."""
     cache = Path(cache_dir)
     mpath = cache / "manifest.json"
     if not mpath.exists():
@@ -115,30 +119,25 @@ def offline_teacher(cache_dir: str | Path, vocab: Vocab, src: list[str], tgt: li
     m = json.loads(mpath.read_text())
     if m["vocab"] != vocab.fingerprint():
         raise SeqkdError(f"{cache}: top-k cache was built with another vocabulary than the student's")
-    if m["input_sha256"] != _hash_lines(src, tgt):
+    if m["input_sha256"] != input_sha256:
         raise SeqkdError(f"{cache}: top-k cache was built for other training data")
-    probs, ids, starts = [], [], []
-    base = 0
-    for s in range((m["pairs"] + m["shard_size"] - 1) // m["shard_size"]):
-        t = load_file(str(cache / f"shard-{s:05d}.safetensors"))
-        probs.append(t["probs"])
-        ids.append(t["ids"])
-        starts.append(t["offsets"][:-1] + base)
-        base += int(t["offsets"][-1])
-    probs_all, ids_all = torch.cat(probs), torch.cat(ids).long()
-    offsets = torch.cat(starts + [torch.tensor([base])])
-    k = probs_all.size(1)
+    size = m["shard_size"]
+    shards = [safe_open(str(cache / f"shard-{s:05d}.safetensors"), framework="numpy")
+              for s in range((m["pairs"] + size - 1) // size)]
+    offsets = [f.get_tensor("offsets") for f in shards]  # (shard pairs + 1,) int64 each: small
+    k = m["k"]
 
     def fn(indices: list[int], batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         B, T = batch["labels"].shape
         p = torch.zeros(B, T, k)
         x = torch.zeros(B, T, k, dtype=torch.long)
         for row, i in enumerate(indices):
-            a, b = int(offsets[i]), int(offsets[i + 1])
+            s, j = divmod(i, size)
+            a, b = int(offsets[s][j]), int(offsets[s][j + 1])
             if b - a != int(batch["labels"][row].ne(-100).sum()):
                 raise SeqkdError(f"{cache}: cached length of example {i} does not match its tokenization")
-            p[row, : b - a] = probs_all[a:b].float()
-            x[row, : b - a] = ids_all[a:b]
+            p[row, : b - a] = torch.from_numpy(shards[s].get_slice("probs")[a:b].astype(np.float32))
+            x[row, : b - a] = torch.from_numpy(shards[s].get_slice("ids")[a:b].astype(np.int64))
         return p, x
 
     return fn

@@ -116,11 +116,12 @@ def save_model(model: MarianMTModel, model_dir: str | Path, extra_files: dict[st
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def training_logits(model: MarianMTModel, batch: dict[str, torch.Tensor], pad_id: int) -> torch.Tensor:
-    """Teacher-forced output logits without the `<pad>` column when `<pad>` is the last id.
+def training_logits(model: MarianMTModel, batch: dict[str, torch.Tensor], pad_id: int | None = None) -> torch.Tensor:
+    """Teacher-forced output logits: the one forward pass of training, validation, scoring and teachers.
 
     batch: input_ids / attention_mask (B, S), decoder_input_ids (B, T). Returns (B, T, V - 1) when
-    pad_id == V - 1 (seqkd's and Marian's layout), else (B, T, V). Projecting with the weight rows
+    pad_id == V - 1 (seqkd's and Marian's layout: no `<pad>` column), else (B, T, V) (all of them, as
+    `model(...).logits`, when pad_id is None). Projecting with the weight rows
     [:-1] equals slicing the full logits, but the backward pass no longer builds a zero-filled
     (B, T, V) gradient to scatter the slice into (measured: benchmarks/train_step.py, mode suffix
     "-full" for the old path).

@@ -18,13 +18,12 @@ line with an empty key lists the fixed candidates (CTranslate2 adds `<unk>`, BOS
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from seqkd.fsutil import atomic_open
+from seqkd.fsutil import atomic_open, sha256_file
 from seqkd.vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -79,4 +78,4 @@ def vmap_stats(vmap: dict[str, list[str]]) -> dict:
 
 
 def file_hash(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return sha256_file(path)[:16]

@@ -79,8 +79,9 @@ class Stages:
     def _word_kd(self, train_cfg, cache: str, data: TrainData):
         """(train config with the mixed loss, offline teacher from the top-k cache `cache`)."""
         from seqkd.kd import offline_teacher
+        from seqkd.tokdata import hash_pairs
 
-        fn = offline_teacher(self._dir(cache), self.vocab_obj, data.src, data.tgt)
+        fn = offline_teacher(self._dir(cache), self.vocab_obj, hash_pairs(data.stream()))
         return replace(train_cfg, loss=replace(train_cfg.loss, word_kd_alpha=self.cfg.word_kd_alpha)), fn
 
     # --- data stages ---------------------------------------------------------------------------

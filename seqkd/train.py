@@ -14,20 +14,19 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, load_model, save_file
-from safetensors.torch import save_model as save_weights
 from tqdm import tqdm
 
-from seqkd.batching import collate, epoch_order, token_batches
+from seqkd import checkpoint, dist, stream, validation
 from seqkd.fsutil import SeqkdError, append_jsonl, folder_lock, read_jsonl, write_json
 from seqkd.losses import LossConfig, compute_loss
 from seqkd.models import count_params, save_model, training_logits
 from seqkd.precision import bf16_autocast
+from seqkd.validation import to_device
 from seqkd.vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -48,7 +47,7 @@ class TrainConfig:
     bf16: str = "off"  # off | on (autocast) | auto (on where the CPU has AVX-512 BF16 / AMX, or on CUDA)
     seed: int = 1
     threads: int = 0  # torch threads; 0 = torch's default
-    device: str = "auto"  # auto (cuda when available) | cpu | cuda
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda (an error without CUDA)
     val_every: int = 0  # steps between validations; 0 = at the end of every epoch
     val_bleu: bool = True  # greedy BLEU on the validation set (CTranslate2), used for model selection
     val_max_sents: int = 0  # 0 = the whole validation set
@@ -62,10 +61,21 @@ class TrainConfig:
 
 @dataclass
 class TrainData:
-    src: list[str]
-    tgt: list[str]
+    """Training pairs, in memory (src, tgt) or streamed from disk (`pairs`: called for each pass),
+    and the validation set (in memory)."""
+
+    src: list[str] | None
+    tgt: list[str] | None
     val_src: list[str]
     val_tgt: list[str]
+    pairs: Callable[[], Iterable[tuple[str, str]]] | None = None
+
+    def stream(self) -> Callable[[], Iterable[tuple[str, str]]]:
+        if self.pairs is not None:
+            return self.pairs
+        if self.src is None or self.tgt is None or len(self.src) != len(self.tgt):
+            raise SeqkdError("training data: source and target must both be given, with equal line counts")
+        return lambda: zip(self.src, self.tgt)
 
 
 TeacherFn = Callable[[list[int], dict], object]  # (example indices, batch) -> teacher outputs for losses
@@ -94,181 +104,143 @@ def lr_at(step: int, cfg: TrainConfig, total_steps: int = 0) -> float:
     return cfg.lr
 
 
-# --- checkpoints --------------------------------------------------------------------------------
-def _save_checkpoint(run: Path, model, opt: torch.optim.Optimizer, state: dict) -> None:
-    ckdir = run / "checkpoints"
-    name = f"step-{state['step']}"
-    tmp = ckdir / f".{name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_weights(model, str(tmp / "model.safetensors"))
-    tensors, meta = {}, []
-    params = [p for g in opt.param_groups for p in g["params"]]
-    for i, p in enumerate(params):
-        for k, v in opt.state.get(p, {}).items():
-            tensors[f"{i}.{k}"] = v.detach().clone().reshape(-1) if v.dim() == 0 else v.contiguous()
-            meta.append(k)
-    tensors["rng"] = torch.get_rng_state()
-    save_file(tensors, str(tmp / "optim.safetensors"))
-    write_json(tmp / "state.json", state)
-    (tmp).rename(ckdir / name)
-    write_json(ckdir / "latest.json", {"dir": name, "step": state["step"]})
-    for old in ckdir.glob("step-*"):
-        if old.name != name:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _load_checkpoint(run: Path, model, opt: torch.optim.Optimizer) -> dict | None:
-    latest = run / "checkpoints" / "latest.json"
-    if not latest.exists():
-        return None
-    d = run / "checkpoints" / json.loads(latest.read_text())["dir"]
-    try:
-        load_model(model, str(d / "model.safetensors"))
-        tensors = load_file(str(d / "optim.safetensors"))
-        state = json.loads((d / "state.json").read_text())
-    except Exception as e:
-        raise SeqkdError(f"{d}: corrupt checkpoint ({type(e).__name__}: {e}); delete it to restart") from e
-    params = [p for g in opt.param_groups for p in g["params"]]
-    for key, v in tensors.items():
-        if key == "rng":
-            continue
-        i, k = key.split(".", 1)
-        p = params[int(i)]
-        opt.state[p][k] = v.reshape(()) if k == "step" else v
-    torch.set_rng_state(tensors["rng"])
-    return state
-
-
-# --- evaluation during training -----------------------------------------------------------------
-@torch.no_grad()
-def validation_loss(model, src_ids, tgt_ids, pad_id: int, max_tokens: int, autocast: bool,
-                    device: torch.device = torch.device("cpu")) -> float:
-    """Mean per-token NLL of the references (no smoothing); exp() of it is the perplexity."""
-    model.eval()
-    total, ntok = 0.0, 0
-    cfg = LossConfig(label_smoothing=0.0)
-    for idx in token_batches([len(s) for s in src_ids], [len(t) for t in tgt_ids], max_tokens):
-        b = _to(collate([src_ids[i] for i in idx], [tgt_ids[i] for i in idx], pad_id), device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = training_logits(model, b, pad_id)
-        _, logs = compute_loss(logits, b["labels"], cfg, pad_id)
-        total += logs["nll"]
-        ntok += int(b["labels"].ne(-100).sum())
-    model.train()
-    return total / max(1, ntok)
-
-
-def _to(obj, device: torch.device):
-    """Move a batch dict, a tensor or a tuple of tensors to `device`."""
-    if isinstance(obj, dict):
-        return {k: v.to(device) for k, v in obj.items()}
-    if isinstance(obj, tuple):
-        return tuple(t.to(device) for t in obj)
-    return obj.to(device) if obj is not None else None
-
-
-def _val_bleu(run: Path, model, vocab: Vocab, src: list[str], ref: list[str]) -> float:
-    from seqkd.decode import DecodeConfig, Translator
-    from seqkd.evaluate import bleu
-
-    tmp = run / ".val_model"
-    save_model(model, tmp)
-    vocab.save_to(tmp)
-    hyps = Translator(tmp, DecodeConfig(engine="ct2", beam=1)).translate(src, beam=1)
-    return bleu([h[0].text for h in hyps], ref).score
-
-
 # --- the loop -----------------------------------------------------------------------------------
+class _Forward(torch.nn.Module):
+    """`training_logits` as a module's forward, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model, pad_id: int):
+        super().__init__()
+        self.model, self.pad_id = model, pad_id
+
+    def forward(self, **batch) -> torch.Tensor:
+        return training_logits(self.model, batch, self.pad_id)
+
+
+def _on_main(d: dist.Dist, fn):
+    """Run `fn` on rank 0 only; a SeqkdError there is raised on every rank (none is left waiting)."""
+    err, out = None, None
+    if d.main:
+        try:
+            out = fn()
+        except SeqkdError as e:
+            err = str(e)
+    err = dist.broadcast(d, err)
+    if err:
+        raise SeqkdError(err)
+    return out
+
+
 def train(run_dir: str | Path, cfg: TrainConfig, model, vocab: Vocab, data: TrainData,
           teacher_fn: TeacherFn | None = None, after_step: Callable[[object], None] | None = None,
           config_text: str = "", progress: bool = True) -> dict:
     """Train `model` into `run_dir`; returns the result dict also written to train_result.json.
 
-    teacher_fn supplies Word-KD targets per batch; after_step(model) runs after every optimizer
-    step (pruning masks re-applied there).
+    teacher_fn supplies Word-KD targets per batch (example indices, batch); after_step(model) runs
+    after every optimizer step (pruning masks re-applied there). Under torchrun every rank calls
+    this with the same arguments; rank 0 writes the folder.
     """
     run = Path(run_dir)
     done = run / "train_result.json"
     if done.exists():
         log.info("%s: already trained, skipping", run)
         return json.loads(done.read_text())
-    with folder_lock(run, "training run"):
-        return _train(run, cfg, model, vocab, data, teacher_fn, after_step, config_text, progress)
+    d = dist.setup(cfg.device)
+    if d.world == 1:
+        with folder_lock(run, "training run"):
+            return _train(run, cfg, model, vocab, data, teacher_fn, after_step, config_text, progress, d)
+    lock = folder_lock(run, "training run")
+    _on_main(d, lock.__enter__)
+    try:
+        return _train(run, cfg, model, vocab, data, teacher_fn, after_step, config_text, progress, d)
+    finally:
+        if d.main:
+            lock.__exit__(None, None, None)
 
 
 def _train(run: Path, cfg: TrainConfig, model, vocab: Vocab, data: TrainData, teacher_fn: TeacherFn | None,
-           after_step: Callable[[object], None] | None, config_text: str, progress: bool) -> dict:
+           after_step: Callable[[object], None] | None, config_text: str, progress: bool, d: dist.Dist) -> dict:
     done = run / "train_result.json"
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
+    device = d.device
     model.to(device)
     autocast = bf16_autocast(cfg.bf16, device)
     if cfg.schedule not in SCHEDULES:
         raise SeqkdError(f"train.schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
     pad_id = vocab.pad_id
-
-    src_ids, tgt_ids = vocab.encode_src(data.src), vocab.encode_tgt(data.tgt)
-    keep = [i for i in range(len(src_ids)) if len(src_ids[i]) <= cfg.max_len and len(tgt_ids[i]) <= cfg.max_len]
-    if len(keep) < len(src_ids):
-        log.info("skipped %d training pairs longer than %d tokens", len(src_ids) - len(keep), cfg.max_len)
-    src_ids, tgt_ids = [src_ids[i] for i in keep], [tgt_ids[i] for i in keep]
-    if not src_ids:
-        raise SeqkdError("no training pairs left after length filtering")
+    run.mkdir(parents=True, exist_ok=True)
+    _on_main(d, lambda: stream.prepare(run / "tokens", data.stream(), vocab, cfg.max_tokens, cfg.max_len))
+    st = stream.prepare(run / "tokens", None, vocab, cfg.max_tokens, cfg.max_len, build=False)
     val_n = cfg.val_max_sents or len(data.val_src)
     val_src, val_tgt = data.val_src[:val_n], data.val_tgt[:val_n]
     val_src_ids, val_tgt_ids = vocab.encode_src(val_src), vocab.encode_tgt(val_tgt)
-    batches = token_batches([len(s) for s in src_ids], [len(t) for t in tgt_ids], cfg.max_tokens)
 
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=1e-9,
                             weight_decay=cfg.weight_decay)
-    state = _load_checkpoint(run, model, opt)
+    state = checkpoint.load(run, model, opt, d.rank, d.world, cfg.seed, device)
     if state is None:
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed if d.main else cfg.seed * 1_000_003 + d.rank)
         state = {"step": 0, "epoch": 0, "batch": 0, "elapsed": 0.0, "best": None, "best_step": 0,
                  "bad_vals": 0, "tokens": 0, "stopped": ""}
-        (run / "metrics.jsonl").unlink(missing_ok=True)
-        write_json(run / "train_config.json", asdict(cfg))
-        if config_text:
-            (run / "seqkd.yaml").write_text(config_text)
+        if d.main:
+            (run / "metrics.jsonl").unlink(missing_ok=True)
+            write_json(run / "train_config.json", asdict(cfg))
+            if config_text:
+                (run / "seqkd.yaml").write_text(config_text)
     else:
         log.info("%s: resuming from step %d (epoch %d, batch %d)", run, state["step"], state["epoch"], state["batch"])
         if state["stopped"] in ("max_steps", "max_minutes"):  # budgets may have been raised since
             state["stopped"] = ""
-        rows = [r for r in read_jsonl(run / "metrics.jsonl") if r.get("step", 0) <= state["step"]]
-        write_json_lines(run / "metrics.jsonl", rows)
+        if d.main:
+            rows = [r for r in read_jsonl(run / "metrics.jsonl") if r.get("step", 0) <= state["step"]]
+            write_json_lines(run / "metrics.jsonl", rows)
+    if d.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
 
-    total_steps = min(cfg.max_steps or math.inf, cfg.max_epochs * len(batches))
+        net = DistributedDataParallel(_Forward(model, pad_id), device_ids=[device] if device.type == "cuda" else None)
+
+        def forward(b):
+            return net(**{k: v for k, v in b.items() if k != "labels"})
+    else:
+        def forward(b):
+            return training_logits(model, b, pad_id)
+
+    total_steps = min(cfg.max_steps or math.inf, cfg.max_epochs * len(st))
     bar = tqdm(total=total_steps, initial=state["step"], desc=f"train {run.name}", unit="step",
-               disable=not progress, dynamic_ncols=True)
+               disable=not progress or not d.main, dynamic_ncols=True)
     model.train()
     t0 = time.time() - state["elapsed"]
     window = {"loss": 0.0, "nll": 0.0, "kd": 0.0, "tok": 0, "t": time.time()}
 
     def validate() -> bool:
-        """Validate, keep the best model; True when early stopping triggers."""
-        vloss = validation_loss(model, val_src_ids, val_tgt_ids, pad_id, cfg.max_tokens, autocast, device)
-        row = {"type": "val", "step": state["step"], "epoch": state["epoch"], "val_nll": vloss,
-               "val_ppl": math.exp(min(vloss, 50)), "elapsed": time.time() - t0}
-        metric = -vloss
-        if cfg.val_bleu:
-            row["val_bleu"] = _val_bleu(run, model, vocab, val_src, val_tgt)
-            metric = row["val_bleu"]
-        append_jsonl(run / "metrics.jsonl", row)
-        msg = (f"{run.name} step {state['step']} epoch {state['epoch']}: val ppl {row['val_ppl']:.2f}"
-               + (f" bleu {row['val_bleu']:.2f}" if cfg.val_bleu else ""))
-        if progress:
-            bar.write(msg)
-        else:
-            log.info(msg)
-        if state["best"] is None or metric > state["best"]:
-            state.update(best=metric, best_step=state["step"], bad_vals=0)
-            save_model(model, run, {"seqkd.yaml": config_text} if config_text else None)
-            vocab.save_to(run)
-        else:
-            state["bad_vals"] += 1
-        return bool(cfg.patience and state["bad_vals"] >= cfg.patience)
+        """Validate on rank 0, keep the best model; True (on every rank) when early stopping triggers."""
+        stop = False
+        if d.main:
+            vloss = validation.validation_loss(model, val_src_ids, val_tgt_ids, pad_id, cfg.max_tokens, autocast,
+                                               device)
+            row = {"type": "val", "step": state["step"], "epoch": state["epoch"], "val_nll": vloss,
+                   "val_ppl": math.exp(min(vloss, 50)), "elapsed": time.time() - t0}
+            metric = -vloss
+            if cfg.val_bleu:
+                row["val_bleu"] = validation.val_bleu(run, model, vocab, val_src, val_tgt)
+                metric = row["val_bleu"]
+            append_jsonl(run / "metrics.jsonl", row)
+            msg = (f"{run.name} step {state['step']} epoch {state['epoch']}: val ppl {row['val_ppl']:.2f}"
+                   + (f" bleu {row['val_bleu']:.2f}" if cfg.val_bleu else ""))
+            if progress:
+                bar.write(msg)
+            else:
+                log.info(msg)
+            if state["best"] is None or metric > state["best"]:
+                state.update(best=metric, best_step=state["step"], bad_vals=0)
+                save_model(model, run, {"seqkd.yaml": config_text} if config_text else None)
+                vocab.save_to(run)
+            else:
+                state["bad_vals"] += 1
+            stop = bool(cfg.patience and state["bad_vals"] >= cfg.patience)
+        shared = dist.broadcast(d, {k: state[k] for k in ("best", "best_step", "bad_vals")} | {"stop": stop})
+        state.update({k: shared[k] for k in ("best", "best_step", "bad_vals")})
+        return shared["stop"]
 
     def out_of_budget() -> str:
         if cfg.max_steps and state["step"] >= cfg.max_steps:
@@ -277,52 +249,72 @@ def _train(run: Path, cfg: TrainConfig, model, vocab: Vocab, data: TrainData, te
             return "max_minutes"
         return ""
 
-    while state["epoch"] < cfg.max_epochs and not state["stopped"]:
-        order = epoch_order(len(batches), cfg.seed, state["epoch"])
-        while state["batch"] < len(order):
-            if out_of_budget():
-                state["stopped"] = out_of_budget()
-                break
-            idx = batches[order[state["batch"]]]
-            b = _to(collate([src_ids[i] for i in idx], [tgt_ids[i] for i in idx], pad_id), device)
-            teacher = _to(teacher_fn([keep[i] for i in idx], b), device) if teacher_fn else None
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                logits = training_logits(model, b, pad_id)
-            ntok = int(b["labels"].ne(-100).sum())
-            loss, logs = compute_loss(logits, b["labels"], cfg.loss, pad_id, teacher)
-            opt.zero_grad(set_to_none=True)
+    def budget() -> str:  # the clock is rank 0's, so that all ranks stop at the same step
+        return dist.broadcast(d, out_of_budget()) if d.world > 1 and cfg.max_minutes else out_of_budget()
+
+    def step(batch: int) -> None:
+        """One optimizer step on this rank's rows of global batch `batch` (gradients summed over ranks)."""
+        rows, weight = st.rows(batch, d.rank, d.world), 1
+        if len(rows) == 0:  # fewer rows than ranks: a zero-weight pass keeps the collectives in step
+            rows, weight = st.rows(batch)[:1], 0
+        b = to_device(st.collate(rows, pad_id), device)
+        teacher = to_device(teacher_fn(rows.tolist(), b), device) if teacher_fn else None
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = forward(b)
+        ntok = int(b["labels"].ne(-100).sum()) * weight
+        loss, logs = compute_loss(logits, b["labels"], cfg.loss, pad_id, teacher)
+        opt.zero_grad(set_to_none=True)
+        if d.world == 1:
+            global_ntok = ntok
             (loss / ntok).backward()
-            if cfg.clip_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-            state["step"] += 1
-            for g in opt.param_groups:
-                g["lr"] = lr_at(state["step"], cfg, total_steps)
-            opt.step()
-            if after_step:
-                after_step(model)
+        else:  # DDP averages over ranks: scale so the result is the sum over all tokens / all tokens
+            global_ntok = int(dist.all_sum(d, [ntok])[0])
+            (loss * (weight * d.world) / global_ntok).backward()
+        if cfg.clip_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+        state["step"] += 1
+        for g in opt.param_groups:
+            g["lr"] = lr_at(state["step"], cfg, total_steps)
+        opt.step()
+        if after_step:
+            after_step(model)
+        state["tokens"] += global_ntok
+        window["loss"] += loss.item() * weight
+        window["nll"] += logs["nll"] * weight
+        window["kd"] += logs.get("kd", 0.0) * weight
+        window["tok"] += ntok
+
+    def log_window() -> None:
+        nonlocal window
+        loss, nll, kd, tok = dist.all_sum(d, [window["loss"], window["nll"], window["kd"], window["tok"]])
+        dt = max(1e-9, time.time() - window["t"])
+        row = {"type": "train", "step": state["step"], "epoch": state["epoch"], "loss": loss / tok,
+               "nll": nll / tok, "lr": lr_at(state["step"], cfg, total_steps), "tgt_tokens_per_s": tok / dt,
+               "elapsed": time.time() - t0}
+        if cfg.loss.word_kd_alpha > 0:
+            row["kd"] = kd / tok
+        if d.main:
+            append_jsonl(run / "metrics.jsonl", row)
+        bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tgt_tokens_per_s']:.0f}")
+        window = {"loss": 0.0, "nll": 0.0, "kd": 0.0, "tok": 0, "t": time.time()}
+
+    while state["epoch"] < cfg.max_epochs and not state["stopped"]:
+        order = st.epoch(cfg.seed, state["epoch"])
+        while state["batch"] < len(order):
+            over = budget()
+            if over:
+                state["stopped"] = over
+                break
+            step(order[state["batch"]])
             state["batch"] += 1
-            state["tokens"] += ntok
-            window["loss"] += loss.item()
-            window["nll"] += logs["nll"]
-            window["kd"] += logs.get("kd", 0.0)
-            window["tok"] += ntok
             bar.update(1)
             if state["step"] % cfg.log_every == 0:
-                dt = max(1e-9, time.time() - window["t"])
-                row = {"type": "train", "step": state["step"], "epoch": state["epoch"],
-                       "loss": window["loss"] / window["tok"], "nll": window["nll"] / window["tok"],
-                       "lr": lr_at(state["step"], cfg, total_steps), "tgt_tokens_per_s": window["tok"] / dt,
-                       "elapsed": time.time() - t0}
-                if cfg.loss.word_kd_alpha > 0:
-                    row["kd"] = window["kd"] / window["tok"]
-                append_jsonl(run / "metrics.jsonl", row)
-                bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tgt_tokens_per_s']:.0f}")
-                window = {"loss": 0.0, "nll": 0.0, "kd": 0.0, "tok": 0, "t": time.time()}
+                log_window()
             end_of_epoch = state["batch"] == len(order)
             if end_of_epoch:
                 state["epoch"] += 1
                 state["batch"] = 0
-            stopped = out_of_budget()
+            stopped = budget()
             do_val = (cfg.val_every and state["step"] % cfg.val_every == 0) or (not cfg.val_every and end_of_epoch)
             if do_val or stopped or (end_of_epoch and state["epoch"] >= cfg.max_epochs):
                 if validate():
@@ -331,7 +323,9 @@ def _train(run: Path, cfg: TrainConfig, model, vocab: Vocab, data: TrainData, te
                 state["stopped"] = stopped
             if do_val or stopped or state["step"] % cfg.ckpt_every == 0 or end_of_epoch:
                 state["elapsed"] = time.time() - t0
-                _save_checkpoint(run, model, opt, state)
+                rng = dist.gather_rng(d)
+                if d.main:
+                    checkpoint.save(run, model, opt, state, rng)
             if stopped or end_of_epoch:
                 break
     bar.close()
@@ -340,10 +334,13 @@ def _train(run: Path, cfg: TrainConfig, model, vocab: Vocab, data: TrainData, te
     result = {"steps": state["step"], "epochs": state["epoch"], "best_step": state["best_step"],
               "best_metric": state["best"], "metric": "val_bleu" if cfg.val_bleu else "-val_nll",
               "stopped": state["stopped"] or "max_epochs", "train_seconds": time.time() - t0,
-              "target_tokens": state["tokens"], "bf16": autocast, "device": str(device),
+              "target_tokens": state["tokens"], "bf16": autocast, "device": str(device), "world_size": d.world,
               "params": count_params(model)}
-    shutil.rmtree(run / ".val_model", ignore_errors=True)
-    write_json(done, result)
+    if d.main:
+        validation.cleanup(run)
+        shutil.rmtree(run / "tokens", ignore_errors=True)
+        write_json(done, result)
+    dist.barrier(d)
     return result
 
 

@@ -97,6 +97,7 @@ def test_mismatched_vocabulary_teacher_refused(tmp_path, multimodal_teacher, tin
 def test_offline_topk_teacher_matches_online(tmp_path, multimodal_teacher):
     from seqkd.batching import collate
     from seqkd.kd import build_topk_cache, offline_teacher, online_teacher
+    from seqkd.tokdata import hash_pairs
     from seqkd.vocab import Vocab
 
     _, vocab_dir, teacher, src, tgt = multimodal_teacher
@@ -108,11 +109,11 @@ def test_offline_topk_teacher_matches_online(tmp_path, multimodal_teacher):
     student = torch.randn(*b["labels"].shape, vocab.size)
     cfg = LossConfig(word_kd_alpha=0.5)
     on, _ = compute_loss(student, b["labels"], cfg, vocab.pad_id, online_teacher(teacher, vocab)(idx, b))
-    offline = offline_teacher(cache, vocab, src[:50], tgt[:50])
+    offline = offline_teacher(cache, vocab, hash_pairs(lambda: zip(src[:50], tgt[:50])))
     off, _ = compute_loss(student, b["labels"], cfg, vocab.pad_id, offline(idx, b))
     assert off.item() == pytest.approx(on.item(), rel=2e-3)
     with pytest.raises(SeqkdError, match="other training data"):
-        offline_teacher(cache, vocab, src[:50], tgt[1:51])
+        offline_teacher(cache, vocab, hash_pairs(lambda: zip(src[:50], tgt[1:51])))
 
 
 def test_seq_kd_student_agrees_with_teacher_more_than_baseline(tmp_path, multimodal_teacher):
