@@ -120,3 +120,18 @@ def test_two_ranks_killed_resume_under_one(setup, single):
     assert tlk.keys() == tl1.keys()  # nothing lost or logged twice
     _close(vl1, vlk)
     _close(tl1, tlk, [s for s in tl1 if s > killed_at + 5 or s <= killed_at])
+
+
+def test_cuda_without_gpu_is_an_error_not_a_cpu_fallback(setup, capsys):
+    import torch
+
+    from seqkd.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    root, args = setup
+    out = root / "cuda"
+    assert main([*args, "--set", "train.device=cuda", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "cuda" in err and "no CUDA device" in err and len(err.strip().splitlines()) == 1
+    assert not (out / "model.safetensors").exists() and not (out / "checkpoints").exists()
