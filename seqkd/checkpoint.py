@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file
 from safetensors.torch import save_model as save_weights
 
@@ -67,7 +68,7 @@ def load(run: Path, model, opt: torch.optim.Optimizer, rank: int, world: int, se
         tensors = load_file(str(d / "optim.safetensors"))
         state = json.loads((d / "state.json").read_text())
         opt.load_state_dict(_optimizer_state(tensors, state.pop("param_groups", None), opt))
-    except Exception as e:  # any damage to these files: one clear message
+    except (OSError, ValueError, KeyError, IndexError, RuntimeError, SafetensorError) as e:  # damaged or foreign
         raise SeqkdError(f"{d}: corrupt checkpoint ({type(e).__name__}: {e}); delete it to restart") from e
     saved_world = state.pop("world_size", 1)
     key = "rng" if rank == 0 else f"rng.{rank}"
