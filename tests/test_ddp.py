@@ -98,9 +98,10 @@ def test_two_ranks_match_one_process(setup, single):
     assert not list((root / "two").glob("**/*.tmp"))
 
 
-def test_two_ranks_killed_resume_under_one(setup, single):
+@pytest.mark.parametrize("resume_ranks", [1, 2])
+def test_two_ranks_killed_resume(setup, single, resume_ranks):
     root, args = setup
-    out = root / "killed"
+    out = root / f"killed-{resume_ranks}"
     p = subprocess.Popen(_cmd(args, out, 2), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)
     latest = out / "checkpoints" / "latest.json"
@@ -111,11 +112,11 @@ def test_two_ranks_killed_resume_under_one(setup, single):
     p.wait()
     assert not (out / "train_result.json").exists()
     killed_at = json.loads(latest.read_text())["step"]
-    # resume with one process: the same number of steps, and the curve of an uninterrupted run
-    q = subprocess.run(_cmd(args, out, 1), env=_env(), capture_output=True, text=True)
+    # resume with 1 or 2 ranks: the same number of steps, and the curve of an uninterrupted run
+    q = subprocess.run(_cmd(args, out, resume_ranks), env=_env(), capture_output=True, text=True)
     assert q.returncode == 0, q.stderr[-3000:]
     one, res = _result(single), _result(out)
-    assert res["steps"] == one["steps"] and res["world_size"] == 1
+    assert res["steps"] == one["steps"] and res["world_size"] == resume_ranks
     (tl1, vl1), (tlk, vlk) = _metrics(single), _metrics(out)
     assert tlk.keys() == tl1.keys()  # nothing lost or logged twice
     _close(vl1, vlk)
