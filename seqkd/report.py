@@ -46,8 +46,12 @@ def _significance(out: Path, systems: list[str], refs: list[str], samples: int) 
     others = [s for s in systems if s != "baseline"]
     named = [("baseline", hyps["baseline"])] + [(s, hyps[s]) for s in others]
     _, scores = PairedTest(named, {"BLEU": BLEU()}, [refs], test_type="bs", n_samples=samples)()
-    return {s: {"p_value": scores["BLEU"][i + 1].p_value, "significant": scores["BLEU"][i + 1].p_value < 0.05}
-            for i, s in enumerate(others)}
+    res = {}
+    for i, s in enumerate(others):
+        # identical outputs: sacreBLEU's strict '>' on the centred statistic would give p = 1 / (samples + 1)
+        p = 1.0 if hyps[s] == hyps["baseline"] else scores["BLEU"][i + 1].p_value
+        res[s] = {"p_value": p, "significant": p < 0.05}
+    return res
 
 
 def write_report(out: Path, cfg, runner, systems: list[str], best: str, wall: float, refs: list[str]) -> dict:

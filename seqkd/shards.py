@@ -182,7 +182,7 @@ def _scan(shard_dir: Path, pairs: Pairs, shards: Sequence[Sequence[int]], cfg: D
         keep &= ratio_ok
     if cfg.filter_worst:
         kept = np.flatnonzero(keep)  # rows in input order, so a stable sort breaks score ties by input index
-        n_drop = int(len(kept) * cfg.filter_worst)
+        n_drop = int(len(kept) * cfg.filter_worst + 1e-9)  # 100 x 0.29 is 28.999999999999996 in floats
         keep[kept[np.argsort(scores[kept], kind="stable")[:n_drop]]] = False
         dropped["low_score"] = n_drop
     # builtin sum over floats, in row order: the same value as summing the rows' scores one by one
