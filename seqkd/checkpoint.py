@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, load_model, save_file
 from safetensors.torch import save_model as save_weights
 
@@ -56,6 +56,17 @@ def _optimizer_state(tensors: dict[str, torch.Tensor], groups: list[dict] | None
     return {"state": state, "param_groups": groups or opt.state_dict()["param_groups"]}
 
 
+def _check_shapes(d: Path, model) -> None:
+    """SeqkdError naming the checkpoint when its weights were saved by a model of another shape."""
+    own = model.state_dict()
+    with safe_open(str(d / "model.safetensors"), framework="pt") as f:
+        for key in f.keys():
+            theirs = tuple(f.get_slice(key).get_shape())
+            if key in own and theirs != tuple(own[key].shape):
+                raise SeqkdError(f"{d}: checkpoint of another model size or vocabulary ({key} is {list(theirs)} "
+                                 f"there, {list(own[key].shape)} here); use another --out or delete it")
+
+
 def load(run: Path, model, opt: torch.optim.Optimizer, rank: int, world: int, seed: int,
          device: torch.device) -> dict | None:
     """Restore model, optimizer and this rank's RNG from the latest checkpoint; its state dict, or None."""
@@ -64,6 +75,7 @@ def load(run: Path, model, opt: torch.optim.Optimizer, rank: int, world: int, se
         return None
     d = run / "checkpoints" / json.loads(latest.read_text())["dir"]
     try:
+        _check_shapes(d, model)
         load_model(model, str(d / "model.safetensors"), device=str(device))
         tensors = load_file(str(d / "optim.safetensors"))
         state = json.loads((d / "state.json").read_text())

@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="YAML run config (its data section is used)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     s.add_argument("--distilled", help="distil the pairs of this folder instead (e.g. top-k over Seq-KD data)")
-    s.add_argument("--beam", type=int, default=0, help="beam / n-best size (default 5; seq_inter 35)")
+    s.add_argument("--beam", type=int, default=None, help="beam / n-best size (default 5; seq_inter 35)")
     s.add_argument("--metric", choices=["bleu", "chrf"], default="bleu", help="Seq-Inter similarity")
     s.add_argument("--fraction", type=float, default=1.0, help="Seq-Inter: fraction of the corpus")
     s.add_argument("--filter-worst", type=float, default=0.0, help="drop this fraction with the lowest teacher score")
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         a.func(a)
     except SeqkdError as e:
-        print(f"seqkd: error: {e}", file=sys.stderr)
+        print("seqkd: error: " + "; ".join(ln.strip() for ln in str(e).splitlines() if ln.strip()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("seqkd: interrupted", file=sys.stderr)

@@ -26,7 +26,8 @@ def cmd_train(a) -> None:
     from seqkd import dist
     from seqkd.config import dump, load_run_config
     from seqkd.data import load_pairs, stream_train_pairs
-    from seqkd.models import build_model, load_model
+    from seqkd.fsutil import folder_lock
+    from seqkd.models import build_model, check_size, load_model
     from seqkd.train import TrainData, train
     from seqkd.vocab import Vocab, train_vocab
 
@@ -50,6 +51,7 @@ def cmd_train(a) -> None:
         cfg.train.loss.word_kd_alpha = a.word_kd
     if cfg.train.loss.word_kd_alpha > 0 and not (cfg.kd.teacher or cfg.kd.topk_cache):
         raise SeqkdError("Word-KD (word_kd_alpha > 0) needs --teacher DIR or --topk-cache DIR")
+    check_size(cfg.model.size)  # before any data is read or downloaded
     out = Path(a.out)
     text = dump(cfg)
     saved = out / "seqkd.yaml"
@@ -62,6 +64,9 @@ def cmd_train(a) -> None:
         train_pairs = (*load_pairs(cfg.data, "train"), None)
     val = load_pairs(cfg.data, "val")
     data = TrainData(train_pairs[0], train_pairs[1], *val, pairs=train_pairs[2])
+    if d.world == 1:  # refuse a folder another run is writing before writing to it (train() holds the lock)
+        with folder_lock(out, "training run"):
+            pass
     if cfg.train.init_from:
         vocab = Vocab(cfg.train.init_from)
         model = load_model(cfg.train.init_from)
@@ -80,7 +85,8 @@ def cmd_train(a) -> None:
         from seqkd.tokdata import hash_pairs
 
         if cfg.kd.topk_cache:
-            teacher_fn = offline_teacher(cfg.kd.topk_cache, vocab, hash_pairs(data.stream()))
+            teacher_fn = offline_teacher(cfg.kd.topk_cache, vocab, hash_pairs(data.stream()),
+                                         temperature=cfg.train.loss.temperature)
         else:
             teacher_fn = online_teacher(cfg.kd.teacher, vocab)
     res = train(out, cfg.train, model, vocab, data, teacher_fn=teacher_fn, config_text=text)
@@ -95,6 +101,7 @@ def cmd_distill(a) -> None:
     from seqkd.distill import DistillConfig, Worker, distill_worker
     from seqkd.pairs import training_pairs
 
+    _check_distill_args(a)
     cfg = load_run_config(a.config, a.set, cls=RunConfig)
     cfg.data = _data_cfg(a, cfg.data)
     if a.distilled:
@@ -109,7 +116,8 @@ def cmd_distill(a) -> None:
                          shard_size=a.shard_size)
         print(f"{a.out}: top-{a.topk} teacher probabilities for {len(src)} pairs")
         return
-    dc = DistillConfig(mode=a.mode, beam=a.beam or (35 if a.mode == "seq_inter" else 5), metric=a.metric,
+    beam = a.beam if a.beam is not None else (35 if a.mode == "seq_inter" else 5)
+    dc = DistillConfig(mode=a.mode, beam=beam, metric=a.metric,
                        fraction=a.fraction, filter_worst=a.filter_worst, max_len_ratio=a.max_len_ratio,
                        engine=a.engine, compute_type="int8" if a.int8 else "float32", max_tokens=a.max_tokens,
                        shard_size=a.shard_size, threads=a.threads, inter_threads=a.inter_threads, device=a.device)
@@ -121,6 +129,13 @@ def cmd_distill(a) -> None:
               "run with --shard-index, run --merge-only)")
         return
     print(json.dumps({k: res.manifest[k] for k in ("pairs", "dropped", "mean_teacher_score")}, indent=2))
+
+
+def _check_distill_args(a) -> None:
+    """Argument errors before any data or teacher is loaded."""
+    for flag, v in (("--beam", a.beam), ("--shard-size", a.shard_size), ("--topk", a.topk)):
+        if v is not None and v < 1:
+            raise SeqkdError(f"{flag} {v}: must be at least 1")
 
 
 def cmd_prune(a) -> None:

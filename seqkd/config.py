@@ -57,22 +57,50 @@ def from_dict(cls, d: dict | None, where: str = ""):
         t = hints[k]
         if typing.get_origin(t) in (typing.Union, types.UnionType) and v is not None:  # X | None
             t = next(a for a in typing.get_args(t) if a is not type(None))
-        if dataclasses.is_dataclass(t):
-            kwargs[k] = from_dict(t, v, f"{where}.{k}".strip("."))
-        elif t is tuple or typing.get_origin(t) is tuple:
-            kwargs[k] = tuple(v)
-        elif t in (float, int) and not isinstance(v, bool) and isinstance(v, (int, float, str)):
-            try:
-                kwargs[k] = t(v)
-            except ValueError:
-                raise SeqkdError(f"config {where}.{k}: expected {t.__name__}, got {v!r}") from None
-        elif t is str and isinstance(v, bool):  # YAML 1.1 reads a bare on / off as true / false
-            kwargs[k] = "on" if v else "off"
-        elif t is bool and not isinstance(v, bool):
-            raise SeqkdError(f"config {where}.{k}: expected true/false, got {v!r}")
-        else:
-            kwargs[k] = v
+        kwargs[k] = _field_value(t, v, f"{where}.{k}".strip("."))
     return cls(**kwargs)
+
+
+def _field_value(t, v, where: str):
+    """`v` checked against (and converted to) the field type `t`; SeqkdError naming `where` if it does not fit."""
+    if v is None or t is typing.Any:
+        return v
+    if dataclasses.is_dataclass(t):
+        return from_dict(t, v, where)
+    origin = typing.get_origin(t) or t
+    if origin in (tuple, list, dict):
+        want = dict if origin is dict else (list, tuple)
+        if not isinstance(v, want):
+            raise SeqkdError(f"config {where}: expected a {'mapping' if origin is dict else 'list'}, got {v!r}")
+        return tuple(v) if origin is tuple else v
+    if t is str and isinstance(v, bool):  # YAML 1.1 reads a bare on / off as true / false
+        return "on" if v else "off"
+    if t is bool and not isinstance(v, bool):
+        raise SeqkdError(f"config {where}: expected true/false, got {v!r}")
+    if t in (float, int):
+        return _number(t, v, where)
+    if t is str and not isinstance(v, str):
+        raise SeqkdError(f"config {where}: expected a string, got {v!r}")
+    return v
+
+
+def _number(t: type, v, where: str):
+    """An int or float field's value: numbers and numeric strings; an int field refuses fractions (1.7)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise SeqkdError(f"config {where}: expected {'an integer' if t is int else 'a number'}, got {v!r}")
+    try:
+        x = float(v) if t is float else _integer(v)
+    except ValueError:
+        raise SeqkdError(f"config {where}: expected {'an integer' if t is int else 'a number'}, got {v!r}") from None
+    return x
+
+
+def _integer(v) -> int:
+    if isinstance(v, str):
+        v = float(v) if any(c in v for c in ".eE") else int(v)
+    if isinstance(v, float) and not v.is_integer():
+        raise ValueError(v)
+    return int(v)
 
 
 def to_dict(obj) -> dict:

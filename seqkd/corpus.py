@@ -58,6 +58,8 @@ def iter_lines(path: str | os.PathLike) -> Iterator[str]:
             for lineno, raw in enumerate(f, start=1):
                 if raw.endswith(b"\n"):
                     raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
+                if b"\0" in raw:
+                    raise SeqkdError(f"{path}:{lineno}: NUL byte in line (byte offset {raw.index(0)}; a binary file?)")
                 try:
                     yield raw.decode("utf-8")
                 except UnicodeDecodeError as e:

@@ -49,6 +49,9 @@ def load_pairs(dc: DataConfig, role: str) -> tuple[list[str], list[str]]:
             src, tgt = src[: dc.max_train_pairs], tgt[: dc.max_train_pairs]
         src, tgt, stats = clean_pairs(src, tgt, dc.max_chars, dc.max_ratio)
         log.info("training data: %s", stats)
+        if not src:
+            where = files[0] if files[0] and files[1] else f"{dc.corpus}:{dc.train_split}:{dc.src}-{dc.tgt}"
+            raise SeqkdError(f"{where}: no usable training pairs ({stats})")
     return src, tgt
 
 
@@ -86,6 +89,8 @@ def stream_train_pairs(dc: DataConfig) -> Callable[[], Iterable[tuple[str, str]]
     if n_src != n_tgt:
         raise SeqkdError(f"{src_path} has {n_src} lines but {tgt_path} has {n_tgt} "
                          "(files must be aligned line by line)")
+    if n_src == 0:
+        raise SeqkdError(f"{src_path}: no training pairs (the file is empty)")
 
     def pairs() -> Iterator[tuple[str, str]]:
         stats = CleanStats(0, 0, 0, 0, max_chars=dc.max_chars, max_ratio=dc.max_ratio)

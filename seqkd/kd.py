@@ -109,9 +109,19 @@ def build_topk_cache(teacher_dir: str | Path, src: list[str], tgt: list[str], ou
     return out
 
 
-def offline_teacher(cache_dir: str | Path, vocab: Vocab, input_sha256: str):
+def _check_cache_params(mpath: Path, m: dict, temperature: float, k: int | None) -> None:
+    if float(m.get("temperature", 1.0)) != float(temperature):
+        raise SeqkdError(f"{mpath}: top-k cache was built at temperature {m.get('temperature', 1.0)} but this run "
+                         f"uses train.loss.temperature={temperature}; rebuild it or use the same temperature")
+    if k is not None and m["k"] != k:
+        raise SeqkdError(f"{mpath}: top-k cache holds k={m['k']} but this run asks for k={k}; rebuild it")
+
+
+def offline_teacher(cache_dir: str | Path, vocab: Vocab, input_sha256: str, temperature: float = 1.0,
+                    k: int | None = None):
     """TeacherFn reading a top-k cache built for exactly the training pairs whose text hashes to
-    `input_sha256` (`tokdata.hash_pairs`) and for this vocabulary."""
+    `input_sha256` (`tokdata.hash_pairs`), for this vocabulary, at the training run's KD `temperature`
+    and (when given) top-`k`."""
     cache = Path(cache_dir)
     mpath = cache / "manifest.json"
     if not mpath.exists():
@@ -121,6 +131,7 @@ def offline_teacher(cache_dir: str | Path, vocab: Vocab, input_sha256: str):
         raise SeqkdError(f"{cache}: top-k cache was built with another vocabulary than the student's")
     if m["input_sha256"] != input_sha256:
         raise SeqkdError(f"{cache}: top-k cache was built for other training data")
+    _check_cache_params(mpath, m, temperature, k)
     size = m["shard_size"]
     shards = [safe_open(str(cache / f"shard-{s:05d}.safetensors"), framework="numpy")
               for s in range((m["pairs"] + size - 1) // size)]

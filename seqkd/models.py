@@ -45,9 +45,14 @@ class ModelConfig:
     overrides: dict = field(default_factory=dict)
 
 
+def check_size(size: str) -> None:
+    """SeqkdError unless `size` is a named size (checked before any data is read)."""
+    if size not in SIZES:
+        raise SeqkdError(f"unknown model size {size!r}; known: {', '.join(SIZES)}")
+
+
 def marian_config(cfg: ModelConfig, vocab_size: int, pad_id: int, eos_id: int) -> MarianConfig:
-    if cfg.size not in SIZES:
-        raise SeqkdError(f"unknown model size {cfg.size!r}; known: {', '.join(SIZES)}")
+    check_size(cfg.size)
     fields = dict(SIZES[cfg.size])
     fields.update(
         vocab_size=vocab_size, decoder_vocab_size=vocab_size, pad_token_id=pad_id, eos_token_id=eos_id,
@@ -77,6 +82,8 @@ def build_model(cfg: ModelConfig, vocab_size: int, pad_id: int, eos_id: int, see
 def load_model(model_dir: str | Path) -> MarianMTModel:
     """Load a Hugging Face Marian folder (safetensors only; never unpickles)."""
     model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise SeqkdError(f"{model_dir}: model folder does not exist")
     if not (model_dir / "config.json").exists():
         raise SeqkdError(f"{model_dir}: not a model folder (config.json not found)")
     if not (model_dir / "model.safetensors").exists():

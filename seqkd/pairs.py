@@ -61,6 +61,8 @@ def _keep(s: str, t: str, max_chars: int, max_ratio: float) -> bool:
 def _decode(raw: bytes, path: Path, lineno: int) -> str:
     if raw.endswith(b"\n"):
         raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
+    if b"\0" in raw:
+        raise SeqkdError(f"{path}:{lineno}: NUL byte in line (byte offset {raw.index(0)}; a binary file?)")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -212,6 +212,8 @@ def export_ct2(model_dir: str | Path, out: str | Path, quantization: str = "int8
     from seqkd.vocab import TOKENIZER_FILES
 
     model_dir, out = Path(model_dir), Path(out)
+    if not model_dir.is_dir():
+        raise SeqkdError(f"{model_dir}: model folder does not exist")
     conv = ct2_dir(model_dir, None if quantization == "float32" else quantization, vmap)
     fp32 = ct2_dir(model_dir, None)
     tmp = out.with_name(f".{out.name}.tmp")

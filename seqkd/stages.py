@@ -81,7 +81,8 @@ class Stages:
         from seqkd.kd import offline_teacher
         from seqkd.tokdata import hash_pairs
 
-        fn = offline_teacher(self._dir(cache), self.vocab_obj, hash_pairs(data.stream()))
+        fn = offline_teacher(self._dir(cache), self.vocab_obj, hash_pairs(data.stream()),
+                             temperature=train_cfg.loss.temperature, k=self.cfg.word_kd_topk)
         return replace(train_cfg, loss=replace(train_cfg.loss, word_kd_alpha=self.cfg.word_kd_alpha)), fn
 
     # --- data stages ---------------------------------------------------------------------------

@@ -40,6 +40,8 @@ class Vocab:
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise SeqkdError(f"{self.folder}: model or vocabulary folder does not exist")
         for name in TOKENIZER_FILES:
             if not (self.folder / name).exists():
                 raise SeqkdError(f"{self.folder / name}: tokenizer file not found (need {', '.join(TOKENIZER_FILES)})")
