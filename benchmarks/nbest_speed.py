@@ -42,21 +42,26 @@ def main() -> None:
             tr = Translator(a.teacher, cfg)
             tr.translate(src[:16], beam=beam, nbest=cfg.nbest)  # warm-up
             configs.append((beam, layout, cfg, tr, []))
+    texts: dict[int, list] = {}  # beam -> the first layout's hypotheses: every layout must give the same text
+    same: dict[tuple[int, str], bool] = {}
     for _ in range(a.repeats):
-        for beam, _layout, cfg, tr, times in configs:
+        for beam, layout, cfg, tr, times in configs:
             t = time.perf_counter()
-            tr.translate(src, beam=beam, nbest=cfg.nbest)
+            out = tr.translate(src, beam=beam, nbest=cfg.nbest)
             times.append(time.perf_counter() - t)
+            text = [[h.text for h in hs] for hs in out]
+            same[(beam, layout)] = same.get((beam, layout), True) and texts.setdefault(beam, text) == text
     rows = []
     for beam, layout, cfg, _, times in configs:
         rates = sorted(len(src) / s for s in times)
         med = statistics.median(rates)
         rows.append({"beam": beam, "nbest": cfg.nbest, "layout": layout, "sentences": len(src),
+                     "same_text_as_first_layout": same[(beam, layout)],
                      "repeats": len(times), "sent_per_s": med, "sent_per_s_min": rates[0],
                      "sent_per_s_max": rates[-1], "corpus_hours": a.corpus_pairs / med / 3600})
         print(f"beam {beam} n-best {cfg.nbest} layout {layout}: {med:.1f} sent/s "
               f"({rates[0]:.1f}-{rates[-1]:.1f}, {len(times)} runs), "
-              f"{rows[-1]['corpus_hours']:.2f} h for {a.corpus_pairs} pairs")
+              f"{rows[-1]['corpus_hours']:.2f} h for {a.corpus_pairs} pairs, same text: {same[(beam, layout)]}")
     if a.out:
         with open(a.out, "w") as f:
             json.dump(rows, f, indent=1)

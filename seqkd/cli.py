@@ -197,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--int8", action="store_true", help="CTranslate2 int8 teacher")
     s.add_argument("--max-tokens", type=int, default=4096, help="tokens per batch")
     s.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all)")
-    s.add_argument("--inter-threads", type=int, default=2,
-                   help="CTranslate2 batches decoded in parallel, threads / inter-threads threads each")
+    s.add_argument("--inter-threads", type=int, default=0,
+                   help="CTranslate2 batches decoded in parallel (0 = auto: 2 for seq_inter, 1 for seq_kd)")
     s.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="decode on cpu or cuda (GPU LOCAL_RANK modulo the GPUs seen; no GPU is an error)")
     s.add_argument("--out", required=True, help="output folder (resumable)")

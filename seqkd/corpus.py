@@ -44,6 +44,19 @@ SUMS_FILE = "SHA256SUMS"
 _DOWNLOAD_TIMEOUT_S = 60
 
 
+def decode_line(raw: bytes, path: str | os.PathLike, lineno: int) -> str:
+    """One raw line without its terminator (``\\n`` or ``\\r\\n``), strictly UTF-8; a NUL byte or
+    invalid UTF-8 is a SeqkdError naming file and line."""
+    if raw.endswith(b"\n"):
+        raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
+    if b"\0" in raw:
+        raise SeqkdError(f"{path}:{lineno}: NUL byte in line (byte offset {raw.index(0)}; a binary file?)")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SeqkdError(f"{path}:{lineno}: invalid UTF-8 (byte offset {e.start} in line)") from None
+
+
 def iter_lines(path: str | os.PathLike) -> Iterator[str]:
     """The lines of a plain or gzipped (``.gz`` suffix) UTF-8 text file, one at a time.
 
@@ -56,16 +69,7 @@ def iter_lines(path: str | os.PathLike) -> Iterator[str]:
     try:
         with opener(path, "rb") as f:
             for lineno, raw in enumerate(f, start=1):
-                if raw.endswith(b"\n"):
-                    raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
-                if b"\0" in raw:
-                    raise SeqkdError(f"{path}:{lineno}: NUL byte in line (byte offset {raw.index(0)}; a binary file?)")
-                try:
-                    yield raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise SeqkdError(
-                        f"{path}:{lineno}: invalid UTF-8 (byte offset {e.start} in line)"
-                    ) from None
+                yield decode_line(raw, path, lineno)
     except FileNotFoundError:
         raise SeqkdError(f"{path}: file not found") from None
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:

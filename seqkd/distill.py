@@ -46,11 +46,11 @@ class DistillConfig:
     filter_worst: float = 0.0  # drop this fraction of pairs with the lowest teacher score (mean log-prob)
     max_len_ratio: float = 0.0  # drop pairs whose hyp/src length ratio (characters) exceeds this (or its inverse)
     seed: int = 1
-    # speed only, not part of the data's identity: threads (0 = torch's) as inter_threads parallel batches.
-    # 2 x 1 ran beam 5 1.24x and 35-best 1.22x faster than 1 x 2 on 2 cores with the same text
-    # (scores differ in the 4th decimal): docs/RESULTS.md, section 7
+    # speed only, not part of the data's identity: threads (0 = torch's) as inter_threads parallel batches
+    # (0 = auto: 2 for n-best lists, 1 for beam output). benchmarks/nbest_speed.py, interleaved median
+    # of 3 on 2 cores: 35-best 8.7 sent/s at 2 x 1 vs 6.0 at 1 x 2; beam 5 27.5 vs 35.8 (RESULTS sec. 7)
     threads: int = 0
-    inter_threads: int = 2
+    inter_threads: int = 0
     device: str = "cpu"  # cpu | cuda (each worker on GPU LOCAL_RANK modulo the GPUs it sees)
 
 # fields left out of the data's identity: a new field belongs here unless it changes the data, so that
@@ -200,7 +200,8 @@ def _translator(teacher_dir: Path, out: Path, cfg: DistillConfig, worker: Worker
     device, index = _device(cfg, worker)
     dc = DecodeConfig(engine=cfg.engine, beam=cfg.beam, nbest=cfg.beam if cfg.mode == "seq_inter" else 1,
                       compute_type=cfg.compute_type, max_len_a=cfg.max_len_a, max_len_b=cfg.max_len_b,
-                      max_tokens=cfg.max_tokens, threads=cfg.threads, inter_threads=cfg.inter_threads,
+                      max_tokens=cfg.max_tokens, threads=cfg.threads,
+                      inter_threads=cfg.inter_threads or (2 if cfg.mode == "seq_inter" else 1),
                       device=device, device_index=index)
     with locked(out / LOCK):  # the teacher's CTranslate2 conversion is made once, not once per worker
         return Translator(teacher_dir, dc)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from seqkd.corpus import CleanStats, keep_pair
+from seqkd.corpus import CleanStats, decode_line, keep_pair
 from seqkd.fsutil import SeqkdError, hash_lines
 
 log = logging.getLogger(__name__)
@@ -58,17 +58,6 @@ def _keep(s: str, t: str, max_chars: int, max_ratio: float) -> bool:
     return keep_pair(s, t, CleanStats(0, 0, 0, 0, max_chars=max_chars, max_ratio=max_ratio))
 
 
-def _decode(raw: bytes, path: Path, lineno: int) -> str:
-    if raw.endswith(b"\n"):
-        raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
-    if b"\0" in raw:
-        raise SeqkdError(f"{path}:{lineno}: NUL byte in line (byte offset {raw.index(0)}; a binary file?)")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise SeqkdError(f"{path}:{lineno}: invalid UTF-8 (byte offset {e.start} in line)") from None
-
-
 class FilePairs:
     """Two line-aligned plain UTF-8 files, cleaned as `data.load_pairs` cleans training pairs (the
     first `max_pairs` pairs, then `clean_pairs`' rule). Holds only the kept lines' byte offsets."""
@@ -90,7 +79,7 @@ class FilePairs:
                             self._misaligned(total, fs, raw_s, ft, raw_t)
                         break
                     total += 1
-                    s, t = _decode(raw_s, self.paths[0], total), _decode(raw_t, self.paths[1], total)
+                    s, t = decode_line(raw_s, self.paths[0], total), decode_line(raw_t, self.paths[1], total)
                     if (not max_pairs or total <= max_pairs) and _keep(s, t, max_chars, max_ratio):
                         self._off[0].append(pos[0])
                         self._off[1].append(pos[1])
@@ -116,7 +105,7 @@ class FilePairs:
         with open(self.paths[side], "rb") as f:
             for i in idx:
                 f.seek(self._off[side][i])
-                out.append(_decode(f.readline(), self.paths[side], self._lineno[i]))
+                out.append(decode_line(f.readline(), self.paths[side], self._lineno[i]))
         return out
 
     def source(self, idx: Iterable[int]) -> list[str]:
