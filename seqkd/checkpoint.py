@@ -18,7 +18,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, load_model, save_file
 from safetensors.torch import save_model as save_weights
 
-from seqkd.fsutil import SeqkdError, write_json
+from seqkd import faults
+from seqkd.fsutil import SeqkdError, finish_folder, is_no_space, no_space, write_json
 
 
 def save(run: Path, model, opt: torch.optim.Optimizer, state: dict, rng: list[torch.Tensor]) -> None:
@@ -26,9 +27,24 @@ def save(run: Path, model, opt: torch.optim.Optimizer, state: dict, rng: list[to
     ckdir = run / "checkpoints"
     name = f"step-{state['step']}"
     tmp = ckdir / f".{name}.tmp"
+    try:
+        _save(ckdir, name, tmp, model, opt, state, rng)
+    except Exception as e:
+        if is_no_space(e):
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise no_space(tmp) from None
+        raise
+    for old in [*ckdir.glob("step-*"), *ckdir.glob(".step-*.tmp")]:  # older ones, and any a kill left
+        if old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _save(ckdir: Path, name: str, tmp: Path, model, opt: torch.optim.Optimizer, state: dict,
+          rng: list[torch.Tensor]) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_weights(model, str(tmp / "model.safetensors"))
+    faults.point("checkpoint_write")
     sd = opt.state_dict()
     tensors = {f"opt.{i}.{k}": (v.detach().reshape(1) if v.dim() == 0 else v.contiguous()).cpu()
                for i, st in sd["state"].items() for k, v in st.items()}
@@ -38,11 +54,11 @@ def save(run: Path, model, opt: torch.optim.Optimizer, state: dict, rng: list[to
             tensors[f"cuda_rng.{r}"] = rng[2 * r + 1]
     save_file(tensors, str(tmp / "optim.safetensors"))
     write_json(tmp / "state.json", {**state, "world_size": len(rng) // 2, "param_groups": sd["param_groups"]})
+    finish_folder(tmp)
+    shutil.rmtree(ckdir / name, ignore_errors=True)  # renamed there by a run killed before latest.json
     tmp.rename(ckdir / name)
+    faults.point("checkpoint_rename")
     write_json(ckdir / "latest.json", {"dir": name, "step": state["step"]})
-    for old in ckdir.glob("step-*"):
-        if old.name != name:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def _optimizer_state(tensors: dict[str, torch.Tensor], groups: list[dict] | None, opt) -> dict:

@@ -9,9 +9,9 @@ import sys
 import warnings
 from pathlib import Path
 
-from seqkd.cli_common import _data_args, _data_cfg, _decode_args, _decode_cfg, _read_input
+from seqkd.cli_common import _data_args, _data_cfg, _decode_args, _decode_cfg, _read_input, _run_args
 from seqkd.cli_train import cmd_distill, cmd_prune, cmd_train, cmd_vocab
-from seqkd.fsutil import SeqkdError
+from seqkd.fsutil import SeqkdError, is_no_space, no_space
 
 log = logging.getLogger("seqkd")
 
@@ -76,7 +76,7 @@ def cmd_translate(a) -> None:
 
     lines = _read_input(a.input)
     tr = Translator(a.model, _decode_cfg(a))
-    hyps = tr.translate(lines, beam=a.beam, nbest=a.nbest, progress=a.output not in (None, "-"))
+    hyps = tr.translate(lines, beam=a.beam, nbest=a.nbest, progress=a.output not in (None, "-") and not a.quiet)
     if a.nbest > 1:
         out = [f"{i} ||| {h.text} ||| {h.score:.4f}" for i, hs in enumerate(hyps) for h in hs]
     else:
@@ -99,7 +99,7 @@ def cmd_evaluate(a) -> None:
         dc = _data_cfg(a, DataConfig(test_split=a.split))
         src, ref = load_pairs(dc, "test")
         test = f"{dc.corpus}:{a.split}:{dc.src}-{dc.tgt}"
-    res, greedy, beam = evaluate(a.model, src, ref, _decode_cfg(a))
+    res, greedy, beam = evaluate(a.model, src, ref, _decode_cfg(a), progress=not a.quiet)
     d = {"model": a.model, "test_set": test, **res.as_dict()}
     print(json.dumps(d, indent=2))
     if a.out:
@@ -158,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="YAML run config")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. vocab.size=16000")
     s.add_argument("--out", required=True, help="output folder")
+    _run_args(s)
     s.set_defaults(func=cmd_vocab)
 
     s = sub.add_parser("train", help="train a model (resumes when --out holds an unfinished run)")
@@ -175,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--topk-cache", help="Word-KD from a cached teacher top-k (`seqkd distill --mode topk`)")
     s.add_argument("--word-kd", type=float, help="Word-KD weight a in (1 - a) NLL + a KD (paper: 0.5)")
     s.add_argument("--out", required=True, help="run folder (the best model is saved there)")
+    _run_args(s)
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("distill", help="teacher outputs for the training set: Seq-KD, Seq-Inter, or Word-KD top-k")
@@ -201,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CTranslate2 batches decoded in parallel (0 = auto: 2 for seq_inter, 1 for seq_kd)")
     s.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="decode on cpu or cuda (GPU LOCAL_RANK modulo the GPUs seen; no GPU is an error)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("--out", required=True, help="output folder (resumable)")
     g = s.add_argument_group(
         "workers", "Any number of workers may share one --out (torchrun ranks, independent processes, machines "
@@ -235,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="YAML run config (data and train sections are used)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.lr=2e-4")
     s.add_argument("--out", required=True, help="output folder (the pruned, retrained model)")
+    _run_args(s)
     s.set_defaults(func=cmd_prune)
 
     s = sub.add_parser("shrink", help="drop whole layers (faster on dense kernels); retrain with `train --init-from`")
@@ -242,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-encoder-layers", help="0-based encoder layers to keep, e.g. 0,2 (default all)")
     s.add_argument("--keep-decoder-layers", help="0-based decoder layers to keep, e.g. 0 (default all)")
     s.add_argument("--out", required=True, help="output model folder")
+    _run_args(s)
     s.set_defaults(func=cmd_shrink)
 
     s = sub.add_parser("export", help="CTranslate2 export (int8 by default) with sizes on disk")
@@ -249,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quantization", default="int8", help="int8 | int8_float32 | float16 | float32")
     s.add_argument("--vmap", help="include this shortlist (`seqkd shortlist`): decode with use_vmap=True")
     s.add_argument("--out", required=True, help="output folder")
+    _run_args(s)
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("reproduce", help="the paper's grid on Multi30k: teacher, students, KD variants, pruning, int8")
@@ -267,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", "-o", default="-", help="output file (default stdout)")
     s.add_argument("--nbest", type=int, default=1, help="hypotheses per line ('i ||| text ||| score' when > 1)")
     _decode_args(s)
+    _run_args(s, threads=False)
     s.set_defaults(func=cmd_translate)
 
     s = sub.add_parser("evaluate", help="BLEU/chrF greedy and beam, perplexity, p(t = y_hat)")
@@ -277,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="write the scores as JSON")
     s.add_argument("--write-hyps", metavar="PREFIX", help="write PREFIX.greedy and PREFIX.beamK")
     _decode_args(s)
+    _run_args(s, threads=False)
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("shortlist", help="a lexical shortlist (CTranslate2 vocabulary map) from a parallel corpus")
@@ -286,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--frequent", type=int, default=100, help="most frequent target pieces, always candidates")
     s.add_argument("--min-count", type=int, default=1, help="ignore pairs seen in fewer sentences")
     s.add_argument("--out", required=True, help="the vmap file to write (stats beside it as FILE.json)")
+    _run_args(s)
     s.set_defaults(func=cmd_shortlist)
 
     s = sub.add_parser("bench", help="sentences/s, tokens/s and latency per engine, greedy and beam")
@@ -299,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also translate the first N sentences one at a time: p50/p95 ms per sentence")
     s.add_argument("--out", help="write the rows as JSON")
     _decode_args(s)
+    _run_args(s, threads=False)
     s.set_defaults(func=cmd_bench)
     return p
 
@@ -317,12 +327,22 @@ def main(argv: list[str] | None = None) -> int:
         hf_logging.disable_progress_bar()
     except Exception:  # pragma: no cover
         pass
+    if getattr(a, "threads", 0):  # commands pass it on too (CTranslate2, training); torch ops use this
+        import torch
+
+        torch.set_num_threads(a.threads)
     try:
         a.func(a)
     except SeqkdError as e:
         print("seqkd: error: " + "; ".join(ln.strip() for ln in str(e).splitlines() if ln.strip()), file=sys.stderr)
         return 2
+    except Exception as e:  # a full disk is the environment's fault, not a bug: one line, exit 2
+        if not is_no_space(e):
+            raise
+        print("seqkd: error: " + str(no_space(getattr(e, "filename", None))), file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("seqkd: interrupted", file=sys.stderr)
+        print("seqkd: interrupted; rerun the same command to resume (finished work and checkpoints are kept)",
+              file=sys.stderr)
         return 130
     return 0

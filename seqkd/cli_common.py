@@ -19,6 +19,15 @@ def _data_args(p: argparse.ArgumentParser, split: str | None = None) -> None:
         g.add_argument("--split", default=split, help=f"corpus split (default {split})")
 
 
+def _run_args(p: argparse.ArgumentParser, threads: bool = True) -> None:
+    """--quiet and --threads, on every command that computes (decoding commands get --threads from
+    _decode_args)."""
+    g = p.add_argument_group("run")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    if threads:
+        g.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all)")
+
+
 def _decode_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("decoding")
     g.add_argument("--engine", choices=["ct2", "hf"], default="ct2", help="CTranslate2 (default) or HF generate")

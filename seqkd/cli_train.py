@@ -18,7 +18,7 @@ def cmd_vocab(a) -> None:
     cfg = load_run_config(a.config, a.set)
     cfg.data = _data_cfg(a, cfg.data)
     src, tgt = load_pairs(cfg.data, "train")
-    v = train_vocab(src, tgt, cfg.vocab, a.out)
+    v = train_vocab(src, tgt, cfg.vocab, a.out, threads=a.threads or 2)
     print(f"{a.out}: {v.size} ids")
 
 
@@ -75,7 +75,7 @@ def cmd_train(a) -> None:
             vocab = Vocab(a.vocab)
         else:
             if d.main:
-                train_vocab(data.src, data.tgt, cfg.vocab, out / "vocab")
+                train_vocab(data.src, data.tgt, cfg.vocab, out / "vocab", threads=a.threads or 2)
             dist.barrier(d)
             vocab = Vocab(out / "vocab")
         model = build_model(cfg.model, vocab.size, vocab.pad_id, vocab.eos_id, seed=cfg.train.seed)
@@ -89,7 +89,7 @@ def cmd_train(a) -> None:
                                          temperature=cfg.train.loss.temperature)
         else:
             teacher_fn = online_teacher(cfg.kd.teacher, vocab)
-    res = train(out, cfg.train, model, vocab, data, teacher_fn=teacher_fn, config_text=text)
+    res = train(out, cfg.train, model, vocab, data, teacher_fn=teacher_fn, config_text=text, progress=not a.quiet)
     if not d.main:
         return
     print(json.dumps(res, indent=2))
@@ -113,7 +113,7 @@ def cmd_distill(a) -> None:
             raise SeqkdError("--shard-index, --num-shards, --merge-only and --device are for seq_kd and seq_inter")
         src, tgt = load_pairs(cfg.data, "train")
         build_topk_cache(a.teacher, src, tgt, a.out, k=a.topk, temperature=a.temperature, max_tokens=a.max_tokens,
-                         shard_size=a.shard_size)
+                         shard_size=a.shard_size, progress=not a.quiet)
         print(f"{a.out}: top-{a.topk} teacher probabilities for {len(src)} pairs")
         return
     beam = a.beam if a.beam is not None else (35 if a.mode == "seq_inter" else 5)
@@ -122,7 +122,7 @@ def cmd_distill(a) -> None:
                        engine=a.engine, compute_type="int8" if a.int8 else "float32", max_tokens=a.max_tokens,
                        shard_size=a.shard_size, threads=a.threads, inter_threads=a.inter_threads, device=a.device)
     worker = Worker.from_env(shard_index=a.shard_index, num_shards=a.num_shards, merge_only=a.merge_only)
-    res = distill_worker(a.teacher, training_pairs(cfg.data), a.out, dc, worker)
+    res = distill_worker(a.teacher, training_pairs(cfg.data), a.out, dc, worker, progress=not a.quiet)
     if res.manifest is None:
         print(f"{a.out}: this worker is done ({res.translated} shards translated); {res.remaining} of "
               f"{res.shards} shards remain for other workers (the last to finish merges; after array tasks "
@@ -167,6 +167,7 @@ def cmd_prune(a) -> None:
         ft_data = TrainData(*load_pairs(replace(cfg.data, distilled=a.finetune_distilled), "train"), *val)
         finetune = (replace(cfg.train, lr=a.finetune_lr, warmup_steps=0, schedule="constant",  # exactly finetune_lr
                             max_epochs=a.finetune_epochs, max_steps=0, max_minutes=0.0), ft_data)
-    print(json.dumps(prune_and_retrain(a.model, a.out, pc, cfg.train, data, finetune=finetune), indent=2))
+    print(json.dumps(prune_and_retrain(a.model, a.out, pc, cfg.train, data, finetune=finetune,
+                                       progress=not a.quiet), indent=2))
 
 

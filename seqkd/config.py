@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -41,6 +42,19 @@ class RunConfig:
     kd: KDConfig = field(default_factory=KDConfig)
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML with the 1.2 booleans: only true / false. PyYAML's 1.1 reading would turn a language code `no`
+    (Norwegian) into false and `bf16: on` into true; here they stay the strings they are."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
+
 def from_dict(cls, d: dict | None, where: str = ""):
     """Build dataclass `cls` from a dict, recursing into nested dataclasses; unknown keys raise."""
     d = d or {}
@@ -73,8 +87,10 @@ def _field_value(t, v, where: str):
         if not isinstance(v, want):
             raise SeqkdError(f"config {where}: expected a {'mapping' if origin is dict else 'list'}, got {v!r}")
         return tuple(v) if origin is tuple else v
-    if t is str and isinstance(v, bool):  # YAML 1.1 reads a bare on / off as true / false
+    if t is str and isinstance(v, bool):  # `bf16: true` means on
         return "on" if v else "off"
+    if t is bool and isinstance(v, str) and v.lower() in _BOOL_WORDS:  # yes / no / on / off
+        return _BOOL_WORDS[v.lower()]
     if t is bool and not isinstance(v, bool):
         raise SeqkdError(f"config {where}: expected true/false, got {v!r}")
     if t in (float, int):
@@ -125,7 +141,7 @@ def load_yaml(path: str | Path) -> dict:
     if not p.exists():
         raise SeqkdError(f"{p}: config file not found")
     try:
-        return yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        return yaml.load(p.read_text(encoding="utf-8"), Loader=_Loader) or {}
     except yaml.YAMLError as e:
         raise SeqkdError(f"{p}: invalid YAML ({e})") from e
 
@@ -146,7 +162,7 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
 
 def _parse_value(text: str):
     """YAML scalar, except that numbers YAML 1.1 reads as strings (`8e-4`) become floats."""
-    v = yaml.safe_load(text)
+    v = yaml.load(text, Loader=_Loader)
     if isinstance(v, str):
         try:
             return float(v)

@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import tempfile
+import urllib.parse
 import urllib.request
 import zlib
 from collections.abc import Iterator
@@ -172,10 +173,24 @@ def data_dir_from_env(data_dir: str | os.PathLike | None = None) -> Path | None:
     return Path(chosen).expanduser() if chosen else None
 
 
+def require_https(url: str, redirected_from: str | None = None) -> None:
+    """SeqkdError unless `url` is an https URL with a host: nothing is fetched over http, ftp or
+    from a file: URL, and a redirect may not leave https either."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() != "https" or not parts.netloc:
+        via = f" (redirected from {redirected_from})" if redirected_from else ""
+        raise SeqkdError(f"refusing to download {url}{via}: only https URLs are allowed")
+
+
 def _fetch(url: str, dest_path: str | os.PathLike) -> None:
     """Download `url` into `dest_path` (overwritten). Module-level so tests can replace it."""
-    with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as resp, open(dest_path, "wb") as out:
-        shutil.copyfileobj(resp, out, 1 << 20)
+    require_https(url)
+    with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as resp:
+        final = resp.geturl()
+        if final != url:
+            require_https(final, redirected_from=url)
+        with open(dest_path, "wb") as out:
+            shutil.copyfileobj(resp, out, 1 << 20)
 
 
 def _default_cache_dir() -> Path:
@@ -204,7 +219,8 @@ def _check_local(path: Path, expected: str, hint: str) -> None:
 
 
 def _download(url: str, fname: str, cache: Path, expected: str | None) -> Path:
-    """Download one file into a temp file in `cache`; verify it, then rename it into place."""
+    """Download one file (https only) into a temp file in `cache`; verify it, then rename it into place."""
+    require_https(url)
     cache.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{fname}.", suffix=".part", dir=cache)
     os.close(fd)

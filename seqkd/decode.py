@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from seqkd import faults
 from seqkd.batching import token_batches
-from seqkd.fsutil import SeqkdError
+from seqkd.fsutil import SeqkdError, finish_folder, is_no_space, locked, no_space
 from seqkd.vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -76,23 +77,62 @@ def ct2_dir(model_dir: str | Path, quantization: str | None = None, vmap: str | 
     out = model_dir / name
     if (out / "seqkd_stamp.txt").exists() and (out / "seqkd_stamp.txt").read_text() == stamp:
         return out
-    from ctranslate2.converters import TransformersConverter
+    try:
+        lock = locked(model_dir / f".{name}.lock")
+        lock.__enter__()
+    except OSError as e:
+        raise SeqkdError(f"{model_dir}: cannot write the CTranslate2 conversion here ({e.strerror or e})") from None
+    try:  # one process converts; the others wait and find it done
+        if (out / "seqkd_stamp.txt").exists() and (out / "seqkd_stamp.txt").read_text() == stamp:
+            return out
+        for stale in model_dir.glob(f".{name}.*"):  # left by a killed conversion (we hold the lock)
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+        _convert(model_dir, name, quantization, vmap, stamp)
+    finally:
+        lock.__exit__(None, None, None)
+    return out
 
+
+def _convert(model_dir: Path, name: str, quantization: str | None, vmap: str | Path | None, stamp: str) -> None:
+    """Convert into a temp folder beside `model_dir / name`, then rename it into place."""
+    from seqkd.models import MODEL_LOAD_ERRORS, read_model_config
+    from seqkd.vocab import TOKENIZER_FILES
+
+    read_model_config(model_dir)  # another architecture or a non-object config: AttributeError in the converter
+    for f in TOKENIZER_FILES:  # a missing one is a TypeError in the converter
+        if not (model_dir / f).exists():
+            raise SeqkdError(f"{model_dir / f}: tokenizer file not found (need {', '.join(TOKENIZER_FILES)})")
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=model_dir))
     try:
-        TransformersConverter(str(model_dir)).convert(str(tmp / "m"), quantization=quantization, force=True,
-                                                      vmap=str(vmap) if vmap is not None else None)
+        _safetensors_converter(model_dir).convert(str(tmp / "m"), quantization=quantization, force=True,
+                                                  vmap=str(vmap) if vmap is not None else None)
         (tmp / "m" / "seqkd_stamp.txt").write_text(stamp)
+        finish_folder(tmp / "m")
+        faults.point("ct2_convert")
+        out = model_dir / name
         if out.exists():
             shutil.rmtree(out)
         (tmp / "m").rename(out)
-    except SeqkdError:
-        raise
-    except Exception as e:
+    except MODEL_LOAD_ERRORS as e:  # a corrupt folder (or a failed write); anything else is a bug
+        if is_no_space(e):
+            raise no_space(tmp) from None
         raise SeqkdError(f"{model_dir}: CTranslate2 conversion failed ({type(e).__name__}: {e})") from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out
+
+
+def _safetensors_converter(model_dir: Path):
+    """CTranslate2's Transformers converter, loading model.safetensors only: its own loader would
+    fall back to pytorch_model.bin (a pickle) when there is no safetensors file."""
+    from ctranslate2.converters import TransformersConverter
+
+    class SafetensorsConverter(TransformersConverter):
+        def load_model(self, model_class, model_name_or_path, **kwargs):
+            kwargs["use_safetensors"] = True
+            return super().load_model(model_class, model_name_or_path, **kwargs)
+
+    return SafetensorsConverter(str(model_dir))
 
 
 def _by_length(lengths: list[int], max_tokens: int) -> list[list[int]]:

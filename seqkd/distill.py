@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from seqkd import faults
 from seqkd.decode import DecodeConfig, Translator
 from seqkd.fsutil import SeqkdError, atomic_open, sha256_file, write_json
 from seqkd.pairs import ListPairs, Pairs
@@ -220,6 +221,7 @@ def _write_shard(path: Path, part: Sequence[int], pairs: Pairs, tr: Translator, 
             else:
                 row = {"i": i, "hyp": hs[0].text, "score": hs[0].score}
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            faults.point("shard_row")
 
 
 def _work(shard_dir: Path, shards: Sequence[Sequence[int]], order: list[int], pairs: Pairs,

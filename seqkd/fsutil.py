@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -11,12 +12,32 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from seqkd import faults
+
 _UMASK = os.umask(0)  # read once at import: os.umask can only be read by setting it, which races with threads
 os.umask(_UMASK)
 
 
 class SeqkdError(Exception):
     """An error caused by the user's input or environment; the CLI prints it on one line and exits 2."""
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_no_space(e: BaseException) -> bool:
+    """A full disk, whether raised by Python (OSError ENOSPC/EDQUOT) or by a native writer
+    (safetensors, CTranslate2) that reports it only in its message."""
+    if isinstance(e, OSError):
+        return e.errno in NO_SPACE
+    return "No space left on device" in str(e) or "StorageFull" in str(e)
+
+
+def no_space(path: str | os.PathLike | None) -> SeqkdError:
+    """The one-line error for a full disk (or quota): finished work is kept, a rerun resumes."""
+    where = f"{path}: " if path else ""
+    return SeqkdError(f"{where}no space left on device; free some space and rerun the same "
+                      "command: finished work is kept and the run resumes")
 
 
 @contextlib.contextmanager
@@ -41,12 +62,30 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
         with f:
             yield f
             f.flush()
+            faults.point("atomic_write")
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if is_no_space(e):
+            raise no_space(path) from None
         raise
+
+
+def finish_folder(folder: str | os.PathLike) -> None:
+    """Before a temp folder is renamed into place: fsync every file directly in it, and give the files and
+    the folder the usual permissions (mkdtemp and safetensors create them readable by their owner only)."""
+    folder = Path(folder)
+    for p in folder.iterdir():
+        if p.is_file():
+            os.chmod(p, 0o666 & ~_UMASK)
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    os.chmod(folder, 0o777 & ~_UMASK)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -109,6 +148,19 @@ def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[None]:
     finally:
         fcntl.flock(f, fcntl.LOCK_UN)
         f.close()
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive POSIX lock on `path` (created if needed), waiting for it. Not reentrant."""
+    import fcntl
+
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o666)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -18,6 +18,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 from tqdm import tqdm
 
+from seqkd import faults
 from seqkd.batching import collate, token_batches
 from seqkd.distill import weights_hash
 from seqkd.fsutil import SeqkdError, hash_lines, write_json
@@ -103,6 +104,7 @@ def build_topk_cache(teacher_dir: str | Path, src: list[str], tgt: list[str], ou
         tmp = path.with_suffix(".tmp")
         save_file({"probs": np.concatenate([per_ex[i][0] for i in local]),
                    "ids": np.concatenate([per_ex[i][1] for i in local]), "offsets": offsets}, str(tmp))
+        faults.point("topk_shard")
         tmp.replace(path)
     bar.close()
     write_json(out / "manifest.json", ident)

@@ -10,11 +10,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import MarianConfig, MarianMTModel
 
-from seqkd.fsutil import SeqkdError
+from seqkd import faults
+from seqkd.fsutil import SeqkdError, finish_folder
+
+try:
+    from huggingface_hub.errors import StrictDataclassError
+except ImportError:  # pragma: no cover - older huggingface_hub does not type-check config fields
+
+    class StrictDataclassError(Exception):
+        """Stand-in: never raised."""
+
 
 log = logging.getLogger(__name__)
+
+# What a bad model folder makes transformers / safetensors / CTranslate2's converter raise, found by
+# corrupting files (tests/test_security.py): garbage or truncated safetensors -> SafetensorError;
+# unreadable files or invalid JSON -> OSError / ValueError (JSONDecodeError); a config field of the
+# wrong type -> StrictDataclassError; an unknown activation or a vocab.json without `<unk>` -> KeyError;
+# weights whose shapes do not match config.json (or a negative size) -> RuntimeError; heads that do
+# not divide d_model -> ValueError. Anything else (TypeError, AttributeError, ...) is a bug: it propagates.
+MODEL_LOAD_ERRORS: tuple[type[Exception], ...] = (
+    OSError, ValueError, KeyError, RuntimeError, SafetensorError, StrictDataclassError)
+PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth")
 
 # Named sizes. "student"/"teacher" follow the issue (3+3 d256 / 6+6 d512); the CPU presets pick from
 # these by measurement (docs/RESULTS.md). Every field can be overridden (ModelConfig.overrides).
@@ -79,19 +99,63 @@ def build_model(cfg: ModelConfig, vocab_size: int, pad_id: int, eos_id: int, see
     return model
 
 
-def load_model(model_dir: str | Path) -> MarianMTModel:
-    """Load a Hugging Face Marian folder (safetensors only; never unpickles)."""
-    model_dir = Path(model_dir)
+def _json_object(path: Path) -> dict:
+    """The JSON object in `path`; SeqkdError if it cannot be read, is not JSON or not an object."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        raise SeqkdError(f"{path}: not a readable JSON file ({e})") from None
+    if not isinstance(obj, dict):
+        raise SeqkdError(f"{path}: expected a JSON object, found a {type(obj).__name__}")
+    return obj
+
+
+def read_model_config(model_dir: Path) -> dict:
+    """config.json of a model folder; SeqkdError unless it is the JSON object of a Marian model (and
+    generation_config.json, when present, a JSON object). transformers would otherwise fail with a
+    TypeError / AttributeError, or load another architecture's folder with random weights."""
+    cfg = _json_object(model_dir / "config.json")
+    if (model_dir / "generation_config.json").exists():
+        _json_object(model_dir / "generation_config.json")
+    if cfg.get("model_type") != "marian":
+        raise SeqkdError(f"{model_dir / 'config.json'}: model_type {cfg.get('model_type')!r} is not supported "
+                         "(only Marian models, model_type 'marian')")
+    return cfg
+
+
+def check_model_folder(model_dir: Path) -> None:
+    """SeqkdError unless `model_dir` holds a Marian config.json and model.safetensors. Pickled
+    weights (pytorch_model.bin) are refused by name and never opened."""
     if not model_dir.is_dir():
         raise SeqkdError(f"{model_dir}: model folder does not exist")
     if not (model_dir / "config.json").exists():
         raise SeqkdError(f"{model_dir}: not a model folder (config.json not found)")
-    if not (model_dir / "model.safetensors").exists():
+    if not (model_dir / "model.safetensors").is_file():
+        pickled = [name for name in PICKLED_WEIGHTS if (model_dir / name).exists()]
+        if pickled:
+            raise SeqkdError(f"{model_dir}: holds {pickled[0]} but no model.safetensors; pickled weights are "
+                             "never loaded (convert them to safetensors)")
         raise SeqkdError(f"{model_dir / 'model.safetensors'}: weights not found (only safetensors are loaded)")
+    read_model_config(model_dir)
+
+
+def load_model(model_dir: str | Path) -> MarianMTModel:
+    """Load a Hugging Face Marian folder (safetensors only; never unpickles).
+
+    A corrupt or incomplete folder is a SeqkdError (MODEL_LOAD_ERRORS); any other exception is a bug
+    and propagates."""
+    model_dir = Path(model_dir)
+    check_model_folder(model_dir)
+    weights = model_dir / "model.safetensors"
     try:
-        model = MarianMTModel.from_pretrained(str(model_dir), use_safetensors=True, attn_implementation="eager")
-    except Exception as e:  # corrupt file, wrong architecture
-        raise SeqkdError(f"{model_dir / 'model.safetensors'}: cannot load model ({type(e).__name__}: {e})") from e
+        model, info = MarianMTModel.from_pretrained(str(model_dir), use_safetensors=True, attn_implementation="eager",
+                                                    output_loading_info=True)
+    except MODEL_LOAD_ERRORS as e:
+        raise SeqkdError(f"{weights}: cannot load model ({type(e).__name__}: {e})") from e
+    missing = sorted(info["missing_keys"])
+    if missing:  # transformers would start these from random values
+        raise SeqkdError(f"{weights}: {len(missing)} weights missing (e.g. {missing[0]}); "
+                         "not a complete model for its config.json")
     _freeze_positions(model)
     return model.eval()
 
@@ -117,8 +181,10 @@ def save_model(model: MarianMTModel, model_dir: str | Path, extra_files: dict[st
         model.save_pretrained(str(tmp), safe_serialization=True)
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
-        for f in tmp.iterdir():
+        finish_folder(tmp)
+        for f in sorted(tmp.iterdir()):
             f.replace(model_dir / f.name)
+            faults.point("model_save")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

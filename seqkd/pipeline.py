@@ -19,8 +19,9 @@ from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
+from seqkd import faults
 from seqkd.data import DataConfig, load_pairs
-from seqkd.fsutil import SeqkdError, folder_lock, write_json
+from seqkd.fsutil import SeqkdError, folder_lock, write_json, write_text
 from seqkd.models import ModelConfig
 from seqkd.train import TrainConfig, TrainData
 from seqkd.vocab import VocabConfig
@@ -174,12 +175,13 @@ class Runner:
             log.info("stage %s: settings changed, recomputing", name)
             shutil.rmtree(d)
         d.mkdir(parents=True, exist_ok=True)
-        (d / "stage_hash.txt").write_text(h)
+        write_text(d / "stage_hash.txt", h)
         log.info("stage %s: running", name)
         with StageClock(d / "clock.json") as clock:
             fn(d)
         self.seconds[name] = clock.total
         write_json(marker, {"hash": h, "seconds": self.seconds[name]})
+        faults.point("stage_done")
         self.hashes[name] = h
         self.ran.append(name)
         return d
@@ -209,6 +211,10 @@ def check_config(cfg: ReproduceConfig) -> None:
     if dup:
         raise SeqkdError(f"prune: two chains produce the same stage {', '.join(dup)}; every (sparsity, scheme) "
                          "may appear once")
+    if cfg.finetune_train.loss.temperature != cfg.student_train.loss.temperature:
+        raise SeqkdError(f"finetune_train.loss.temperature {cfg.finetune_train.loss.temperature} differs from "
+                         f"student_train.loss.temperature {cfg.student_train.loss.temperature}: the Word-KD top-k "
+                         "caches are built once, at the students' temperature")
     for tc, name in ((cfg.prune_train, "prune_train"),):
         if tc.max_epochs == 0 and tc.max_steps == 0:
             raise SeqkdError(f"{name}: the grid retrains every pruning round; give max_epochs or max_steps")
@@ -247,7 +253,8 @@ def _reproduce(cfg: ReproduceConfig, out: Path, progress: bool, stop_after: str)
         run_stage("data_seq_kd", ["teacher"], {"beam": cfg.seq_kd_beam}, S.seq_kd_data)
         run_stage("data_seq_inter", ["teacher"], {"k": cfg.seq_inter_k, "f": cfg.seq_inter_fraction,
                                                   "m": cfg.seq_inter_metric}, S.seq_inter_data)
-        k = {"k": cfg.word_kd_topk}
+        temp = cfg.student_train.loss.temperature  # check_config: the fine-tuning uses the same
+        k = {"k": cfg.word_kd_topk, **({"T": temp} if temp != 1.0 else {})}  # T = 1: the identity of old runs
         run_stage("data_topk", ["teacher"], k, S.topk("refs"))
         run_stage("data_topk_seq_kd", ["teacher", "data_seq_kd"], k, S.topk("data_seq_kd"))
         run_stage("data_topk_seq_inter", ["teacher", "data_seq_inter"], k, S.topk("data_seq_inter"))

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from seqkd.fsutil import SeqkdError
@@ -96,9 +97,11 @@ def save_masks(masks: dict[str, torch.Tensor], path: str | Path) -> None:
 
 
 def load_masks(path: str | Path) -> dict[str, torch.Tensor]:
+    """The masks saved by `save_masks`; SeqkdError for a missing, unreadable or corrupt file
+    (OSError, SafetensorError); any other exception is a bug and propagates."""
     try:
         return {n: m.bool() for n, m in load_file(str(path)).items()}
-    except Exception as e:
+    except (OSError, SafetensorError) as e:
         raise SeqkdError(f"{path}: cannot read pruning masks ({type(e).__name__}: {e})") from e
 
 
@@ -207,8 +210,9 @@ def export_ct2(model_dir: str | Path, out: str | Path, quantization: str = "int8
     vmap.txt) and the tokenizer into `out`; report sizes."""
     import shutil
 
+    from seqkd import faults
     from seqkd.decode import ct2_dir
-    from seqkd.fsutil import write_json
+    from seqkd.fsutil import finish_folder, write_json
     from seqkd.vocab import TOKENIZER_FILES
 
     model_dir, out = Path(model_dir), Path(out)
@@ -221,13 +225,15 @@ def export_ct2(model_dir: str | Path, out: str | Path, quantization: str = "int8
     shutil.copytree(conv, tmp)
     for name in TOKENIZER_FILES:
         shutil.copy(model_dir / name, tmp / name)
+    mb = 1024 * 1024
+    report = {"quantization": quantization, "vmap": (tmp / "vmap.txt").exists(),
+              "hf_safetensors_mb": (model_dir / "model.safetensors").stat().st_size / mb,
+              "ct2_float32_mb": (fp32 / "model.bin").stat().st_size / mb,
+              f"ct2_{quantization}_mb": (tmp / "model.bin").stat().st_size / mb}
+    write_json(tmp / "export.json", report)  # inside the folder before it gets its name: all or nothing
+    finish_folder(tmp)
+    faults.point("export_copy")
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
-    mb = 1024 * 1024
-    report = {"quantization": quantization, "vmap": (out / "vmap.txt").exists(),
-              "hf_safetensors_mb": (model_dir / "model.safetensors").stat().st_size / mb,
-              "ct2_float32_mb": (fp32 / "model.bin").stat().st_size / mb,
-              f"ct2_{quantization}_mb": (out / "model.bin").stat().st_size / mb}
-    write_json(out / "export.json", report)
     return report

@@ -16,7 +16,6 @@ returns it.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import logging
@@ -29,7 +28,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from seqkd.fsutil import SeqkdError, atomic_open, write_json
+from seqkd import faults
+from seqkd.fsutil import SeqkdError, atomic_open, locked, write_json
 
 if TYPE_CHECKING:
     from seqkd.distill import DistillConfig
@@ -52,17 +52,6 @@ def claim_path(shard_dir: Path, k: int) -> Path:
 def unfinished(shard_dir: Path, n_shards: int) -> list[int]:
     """Shards without their final file."""
     return [k for k in range(n_shards) if not shard_path(shard_dir, k).exists()]
-
-
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive POSIX lock on `path` (created if needed), waiting for it. Not reentrant."""
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o666)
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 @dataclass
@@ -203,6 +192,7 @@ def _write(out: Path, pairs: Pairs, shards: Sequence[Sequence[int]], keep: np.nd
                     fs.write(src[j].replace("\n", " ") + "\n")
                     ft.write(row["hyp"].replace("\n", " ") + "\n")
                 pos += 1
+            faults.point("merge_write")
 
 
 def merge(out: Path, pairs: Pairs, shards: Sequence[Sequence[int]], ident: dict, cfg: DistillConfig) -> dict:

@@ -118,7 +118,7 @@ class Stages:
 
             data = self._data(folder)
             build_topk_cache(self._dir("teacher"), data.src, data.tgt, d, k=self.cfg.word_kd_topk,
-                             progress=self.progress)
+                             temperature=self.cfg.student_train.loss.temperature, progress=self.progress)
 
         return run
 

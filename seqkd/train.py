@@ -9,12 +9,15 @@ step, data position, RNG) and ends where an uninterrupted run would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import shutil
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -116,6 +119,27 @@ class _Forward(torch.nn.Module):
         return training_logits(self.model, batch, self.pad_id)
 
 
+@contextlib.contextmanager
+def ctrl_c_checkpoints() -> Iterator[dict]:
+    """Catch the first Ctrl-C (SIGINT) as a request: the loop finishes its step, saves a checkpoint and
+    stops (KeyboardInterrupt, exit 130); a second Ctrl-C stops at once. Yields {"hit": bool}."""
+    hit = {"hit": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield hit
+        return
+    old = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame) -> None:
+        hit["hit"] = True
+        signal.signal(signal.SIGINT, old)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield hit
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def _on_main(d: dist.Dist, fn):
     """Run `fn` on rank 0 only; a SeqkdError there is raised on every rank (none is left waiting)."""
     err, out = None, None
@@ -146,19 +170,20 @@ def train(run_dir: str | Path, cfg: TrainConfig, model, vocab: Vocab, data: Trai
         return json.loads(done.read_text())
     d = dist.setup(cfg.device)
     if d.world == 1:
-        with folder_lock(run, "training run"):
-            return _train(run, cfg, model, vocab, data, teacher_fn, after_step, config_text, progress, d)
+        with folder_lock(run, "training run"), ctrl_c_checkpoints() as ctrl_c:
+            return _train(run, cfg, model, vocab, data, teacher_fn, after_step, config_text, progress, d, ctrl_c)
     lock = folder_lock(run, "training run")
     _on_main(d, lock.__enter__)
-    try:
-        return _train(run, cfg, model, vocab, data, teacher_fn, after_step, config_text, progress, d)
+    try:  # under torchrun, Ctrl-C reaches every rank at its own step: the ranks resume from the last checkpoint
+        return _train(run, cfg, model, vocab, data, teacher_fn, after_step, config_text, progress, d, {"hit": False})
     finally:
         if d.main:
             lock.__exit__(None, None, None)
 
 
 def _train(run: Path, cfg: TrainConfig, model, vocab: Vocab, data: TrainData, teacher_fn: TeacherFn | None,
-           after_step: Callable[[object], None] | None, config_text: str, progress: bool, d: dist.Dist) -> dict:
+           after_step: Callable[[object], None] | None, config_text: str, progress: bool, d: dist.Dist,
+           ctrl_c: dict) -> dict:
     done = run / "train_result.json"
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -321,11 +346,16 @@ def _train(run: Path, cfg: TrainConfig, model, vocab: Vocab, data: TrainData, te
                     stopped = stopped or "early_stopping"
             if stopped:
                 state["stopped"] = stopped
-            if do_val or stopped or state["step"] % cfg.ckpt_every == 0 or end_of_epoch:
+            if do_val or stopped or state["step"] % cfg.ckpt_every == 0 or end_of_epoch or ctrl_c["hit"]:
                 state["elapsed"] = time.time() - t0
                 rng = dist.gather_rng(d)
                 if d.main:
                     checkpoint.save(run, model, opt, state, rng)
+            if ctrl_c["hit"]:
+                bar.close()
+                log.warning("%s: interrupted at step %d; checkpoint saved, rerun the same command to resume",
+                            run, state["step"])
+                raise KeyboardInterrupt
             if stopped or end_of_epoch:
                 break
     bar.close()

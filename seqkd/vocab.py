@@ -17,7 +17,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from seqkd.fsutil import SeqkdError, atomic_open, write_json
+from seqkd.fsutil import SeqkdError, atomic_open, finish_folder, write_json
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,8 @@ def save_tokenizer(vocab_dir: str | Path, model_dir: str | Path, src_lang: str =
     )
 
 
-def train_vocab(src_lines: list[str], tgt_lines: list[str], cfg: VocabConfig, out_dir: str | Path) -> Vocab:
+def train_vocab(src_lines: list[str], tgt_lines: list[str], cfg: VocabConfig, out_dir: str | Path,
+                threads: int = 2) -> Vocab:
     """Train SentencePiece on the training split and write source.spm, target.spm, vocab.json.
 
     The folder is built in a temporary directory and renamed into place, so it is complete or absent.
@@ -134,7 +135,7 @@ def train_vocab(src_lines: list[str], tgt_lines: list[str], cfg: VocabConfig, ou
     try:
         sides = {"joint": src_lines + tgt_lines} if cfg.joint else {"source": src_lines, "target": tgt_lines}
         for name, lines in sides.items():
-            _train_spm([ln for ln in lines if ln.strip()], cfg, tmp / name)
+            _train_spm([ln for ln in lines if ln.strip()], cfg, tmp / name, threads)
         if cfg.joint:
             shutil.copy(tmp / "joint.model", tmp / "source.spm")
             shutil.copy(tmp / "joint.model", tmp / "target.spm")
@@ -153,6 +154,7 @@ def train_vocab(src_lines: list[str], tgt_lines: list[str], cfg: VocabConfig, ou
             f.unlink()
         for f in tmp.glob("*.vocab"):
             f.unlink()
+        finish_folder(tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
@@ -164,7 +166,7 @@ def train_vocab(src_lines: list[str], tgt_lines: list[str], cfg: VocabConfig, ou
     return v
 
 
-def _train_spm(lines: list[str], cfg: VocabConfig, prefix: Path) -> None:
+def _train_spm(lines: list[str], cfg: VocabConfig, prefix: Path, threads: int = 2) -> None:
     if not lines:
         raise SeqkdError("cannot train a vocabulary on an empty training split")
     # SentencePiece caps the vocabulary by what the text supports; small corpora need hard_vocab_limit off.
@@ -181,6 +183,6 @@ def _train_spm(lines: list[str], cfg: VocabConfig, prefix: Path) -> None:
         unk_id=1,
         bos_id=-1,
         pad_id=-1,
-        num_threads=2,
+        num_threads=threads,
         minloglevel=2,
     )

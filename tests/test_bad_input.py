@@ -102,7 +102,10 @@ def test_help_on_every_command(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv + ["--help"])
     assert e.value.code == 0
-    assert "usage: seqkd" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "usage: seqkd" in out
+    if argv:  # every command computes something: each takes --quiet and --threads
+        assert "--quiet" in out and "--threads" in out, argv
 
 
 def test_bad_prune_schedule_and_shrink_layers(tmp_path, capsys, tiny_reverse):

@@ -32,3 +32,16 @@ def test_unknown_keys_are_errors():
 def test_missing_config_file(tmp_path):
     with pytest.raises(SeqkdError, match="not found"):
         load_run_config(str(tmp_path / "nope.yaml"))
+
+
+def test_yaml_keeps_no_and_on_as_strings(tmp_path):
+    """YAML 1.2 booleans only: a language code `no` (Norwegian) stays "no", `bf16: on` stays "on"; a bool
+    field still takes yes / no / on / off."""
+    from seqkd.config import load_run_config
+
+    p = tmp_path / "c.yaml"
+    p.write_text("data: {src: no, tgt: en}\ntrain: {val_bleu: off, bf16: on}\n")
+    c = load_run_config(str(p))
+    assert (c.data.src, c.data.tgt, c.train.val_bleu, c.train.bf16) == ("no", "en", False, "on")
+    c = load_run_config(None, ["data.src=no", "train.val_bleu=yes", "train.bf16=true"])
+    assert (c.data.src, c.train.val_bleu, c.train.bf16) == ("no", True, "on")

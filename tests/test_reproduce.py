@@ -113,6 +113,11 @@ def test_tiny_preset_reverse_direction(tmp_path, multi30k_dir):
 
 @pytest.mark.slow
 def test_killed_reproduce_resumes_and_matches(tiny_run, tmp_path, multi30k_dir):
+    """SIGKILLed inside the Seq-KD student's training (by timing), then at exact points
+    (seqkd/faults.py): between stages, during a checkpoint write, while the int8 export is copied.
+    After each kill no partial file is visible; the last rerun gives the uninterrupted run's results."""
+    from faultlib import assert_no_partial_files, run_killed, run_ok
+
     ref_dir, _ = tiny_run
     out = tmp_path / "killed"
     proc = subprocess.Popen(_cmd(out, multi30k_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -126,10 +131,15 @@ def test_killed_reproduce_resumes_and_matches(tiny_run, tmp_path, multi30k_dir):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "results.json").exists()
-    subprocess.run(_cmd(out, multi30k_dir), check=True, capture_output=True, timeout=1200)
+    for fault in ("stage_done:2", "checkpoint_write:3", "export_copy:1"):
+        run_killed(_cmd(out, multi30k_dir), fault, timeout=1200)
+        assert not (out / "results.json").exists()
+        assert_no_partial_files(out)
+    assert not (out / "best_int8" / "stage.json").exists() and not (out / "best_int8" / "ct2-int8").exists()
+    run_ok(_cmd(out, multi30k_dir), timeout=1200)
     a = json.loads((ref_dir / "results.json").read_text())
     b = json.loads((out / "results.json").read_text())
-    assert "teacher" not in b["stages_run_now"] and "seq_kd" in b["stages_run_now"]
+    assert "teacher" not in b["stages_run_now"] and "best_int8" in b["stages_run_now"]
     for sa, sb in zip(a["systems"], b["systems"]):
         for k in sa:
             if k not in TIMING:

@@ -147,3 +147,6 @@ def test_grid_config_errors_surface_before_any_work():
         check_config(replace(cfg, seeds=()))
     with pytest.raises(SeqkdError, match="prune_train"):
         check_config(replace(cfg, prune_train=replace(cfg.prune_train, max_epochs=0, max_steps=0)))
+    hot = replace(cfg.student_train, loss=replace(cfg.student_train.loss, temperature=2.0))
+    with pytest.raises(SeqkdError, match="finetune_train.loss.temperature 1.0 differs"):
+        check_config(replace(cfg, student_train=hot))

@@ -1,0 +1,272 @@
+"""Fault injection: `seqkd train` and `seqkd distill` (Seq-KD, Seq-Inter, top-k) are SIGKILLed at exact
+points (seqkd/faults.py: during a checkpoint write, between its rename and latest.json, half-way
+through saving the best model, mid-shard, mid-merge, before a temp file's rename), interrupted with
+Ctrl-C, and run out of disk on a tmpfs of their own. After every fault no partial file is visible
+under its final name; rerunning the same command ends with exactly what an uninterrupted run writes.
+
+Each chain reruns the same command after each fault, so each resume starts from the previous fault's
+leftovers (a checkpoint renamed without latest.json, a half-saved model, a torn temp file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import write_lines
+from faultlib import assert_no_partial_files, env, last_line, latest_step, run, run_killed, run_ok, visible_files
+from safetensors.torch import load_file
+from test_resume import _cmd as _train_cmd
+
+# --- shared references ---------------------------------------------------------------------------
+
+
+def train_cmd(tmp: Path, out: Path) -> list[str]:
+    return [*_train_cmd(tmp, out), "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def train_ref(tmp_path_factory) -> tuple[Path, Path]:
+    """An uninterrupted training run: (data folder, run folder)."""
+    tmp = tmp_path_factory.mktemp("train_ref")
+    p = run_ok(train_cmd(tmp, tmp / "full"))
+    assert "%|" not in p.stderr, "--quiet still drew a progress bar"
+    umask = os.umask(0)
+    os.umask(umask)
+    out = tmp / "full"
+    for f in [out / "model.safetensors", out / "vocab", *(out / "checkpoints").glob("step-*/*.safetensors")]:
+        # temp folders and safetensors start private; the finished files get the usual permissions
+        want = (0o777 if f.is_dir() else 0o666) & ~umask
+        assert f.stat().st_mode & 0o777 == want, (f, oct(f.stat().st_mode))
+    return tmp, out
+
+
+def assert_same_training(a: Path, b: Path) -> None:
+    """The resumed run ends where the uninterrupted one does: weights, steps, tokens, metrics rows."""
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=1e-6, msg=k)
+    ra, rb = (json.loads((d / "train_result.json").read_text()) for d in (a, b))
+    assert (ra["steps"], ra["best_step"], ra["target_tokens"]) == (rb["steps"], rb["best_step"], rb["target_tokens"])
+
+    def rows(d: Path) -> list[tuple[str, int]]:
+        return [(r["type"], r["step"]) for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())]
+
+    assert rows(a) == rows(b)  # nothing lost, nothing logged twice
+
+
+# --- training -------------------------------------------------------------------------------------
+
+TRAIN_FAULTS = [
+    "checkpoint_write:2",  # weights of the 2nd checkpoint written, optimizer state not
+    "checkpoint_rename:1",  # a checkpoint renamed into place, latest.json still at the previous one
+    "model_save:1",  # the best model half renamed (config.json new, weights old)
+    "atomic_write:3",  # a temp file written and synced, not renamed
+]
+
+
+@pytest.mark.slow
+def test_train_killed_at_each_point_then_ctrl_c(tmp_path, train_ref):
+    data, ref = train_ref
+    out = tmp_path / "run"
+    cmd = train_cmd(data, out)
+    steps = []
+    for fault in TRAIN_FAULTS:
+        run_killed(cmd, fault)
+        assert not (out / "train_result.json").exists()
+        assert_no_partial_files(out)
+        steps.append(latest_step(out))
+    assert steps == sorted(steps) and steps[-1] > 0, steps  # each rerun resumed and went on
+
+    # Ctrl-C: the step finishes, a checkpoint is saved at it, exit 130 with one line
+    before = latest_step(out)
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and latest_step(out) <= before:
+        time.sleep(0.02)
+    assert proc.poll() is None, "training finished before Ctrl-C"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    assert last_line(err).startswith("seqkd: interrupted; rerun the same command to resume"), err[-2000:]
+    assert f"interrupted at step {latest_step(out)}; checkpoint saved" in err
+    assert not (out / "train_result.json").exists()
+    assert_no_partial_files(out)
+
+    run_ok(cmd)
+    assert_same_training(ref, out)
+    assert not list((out / "checkpoints").glob(".step-*")), "a killed checkpoint's temp folder was left behind"
+
+
+# --- distillation ---------------------------------------------------------------------------------
+
+
+def distill_cmd(teacher: Path, s: str, t: str, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "seqkd", "distill", "--teacher", str(teacher), "--set", f"data.train_src={s}",
+            "--set", f"data.train_tgt={t}", "--shard-size", "60", "--engine", "hf", "--out", str(out),
+            "--quiet", "--threads", "1", *extra]
+
+
+@pytest.fixture(scope="module")
+def distill_data(tmp_path_factory, multimodal_teacher):
+    _, _, teacher, src, tgt = multimodal_teacher
+    tmp = tmp_path_factory.mktemp("distill_data")
+    return teacher, write_lines(tmp / "s.txt", src[:600]), write_lines(tmp / "t.txt", tgt[:600])
+
+
+DISTILL_CHAINS = {
+    # mode flags, faults in order: mid-shard, mid-merge, between the two renames of the merge
+    "seq_kd": (["--beam", "3"], ["shard_row:150", "merge_write:4", "atomic_write:2"]),
+    "seq_inter": (["--mode", "seq_inter", "--beam", "4"], ["shard_row:70", "shard_row:200", "merge_write:9"]),
+}
+
+
+@pytest.mark.parametrize("mode", [pytest.param("seq_kd"), pytest.param("seq_inter", marks=pytest.mark.slow)])
+def test_distill_killed_at_each_point(tmp_path, distill_data, mode):
+    teacher, s, t = distill_data
+    flags, faults = DISTILL_CHAINS[mode]
+    full, out = tmp_path / "full", tmp_path / "killed"
+    run_ok(distill_cmd(teacher, s, t, full, *flags))
+    for fault in faults:
+        run_killed(distill_cmd(teacher, s, t, out, *flags), fault)
+        assert not (out / "manifest.json").exists()
+        assert_no_partial_files(out)
+    run_ok(distill_cmd(teacher, s, t, out, *flags))
+    for name in ("train.src", "train.tgt", "manifest.json"):
+        assert (full / name).read_bytes() == (out / name).read_bytes(), name
+    shards = sorted(p.name for p in visible_files(out / "shards"))
+    assert shards == sorted(p.name for p in visible_files(full / "shards")) and len(shards) == 10
+    for p in shards:  # every shard written once: the rows of a killed shard are not duplicated
+        assert (full / "shards" / p).read_bytes() == (out / "shards" / p).read_bytes(), p
+
+
+@pytest.mark.slow
+def test_topk_cache_killed_between_shards(tmp_path, distill_data):
+    teacher, s, t = distill_data
+    flags = ["--mode", "topk", "--topk", "4"]
+    full, out = tmp_path / "full", tmp_path / "killed"
+    run_ok(distill_cmd(teacher, s, t, full, *flags))
+    for fault in ("topk_shard:3", "topk_shard:2"):
+        run_killed(distill_cmd(teacher, s, t, out, *flags), fault)
+        assert not (out / "manifest.json").exists()
+        assert_no_partial_files(out)
+    run_ok(distill_cmd(teacher, s, t, out, *flags))
+    names = sorted(p.name for p in visible_files(out))
+    assert names == sorted(p.name for p in visible_files(full))
+    assert not list(out.glob("*.tmp")), "a killed shard's temp file was left behind"
+    for n in names:
+        if n.endswith(".safetensors"):
+            a, b = load_file(str(full / n)), load_file(str(out / n))
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), n
+    assert (full / "manifest.json").read_text() == (out / "manifest.json").read_text()
+
+
+# --- a full disk ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Path:
+    """A 32 MiB tmpfs of this test's own (needs root or CAP_SYS_ADMIN; skipped otherwise)."""
+    d = tmp_path / "disk"
+    d.mkdir()
+    try:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(d)], capture_output=True,
+                           text=True, timeout=30)
+    except FileNotFoundError:
+        pytest.skip("no `mount` here")
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    yield d
+    subprocess.run(["umount", "-l", str(d)], capture_output=True, timeout=30)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """Take all the space of `disk` but `leave` bytes, with one file."""
+    st = os.statvfs(disk)
+    filler = disk / "filler"
+    with open(filler, "wb") as f:
+        f.write(b"\0" * max(0, st.f_bavail * st.f_frsize - leave))
+    return filler
+
+
+def assert_disk_full_error(p: subprocess.CompletedProcess) -> None:
+    assert p.returncode == 2, p.stderr[-3000:]
+    line = last_line(p.stderr)
+    assert line.startswith("seqkd: error: ") and "no space left on device" in line, p.stderr[-3000:]
+    assert "Traceback" not in p.stderr
+
+
+@pytest.mark.slow
+def test_train_disk_full_then_resume(small_disk, train_ref):
+    data, ref = train_ref
+    ckpt = sum(f.stat().st_size for f in (ref / "checkpoints").rglob("*") if f.is_file())
+    out = small_disk / "run"
+    filler = fill(small_disk, ckpt + 1_500_000)  # room for the vocabulary, tokens and one checkpoint, not two
+    cmd = train_cmd(data, out)
+    p = run(cmd)
+    assert_disk_full_error(p)
+    assert latest_step(out) > 0, "the disk filled up before the first checkpoint: not a mid-run failure"
+    assert not (out / "train_result.json").exists()
+    assert_no_partial_files(out)
+    filler.unlink()
+    run_ok(cmd)
+    assert_same_training(ref, out)
+
+
+def test_distill_disk_full_then_resume(small_disk, tmp_path, distill_data):
+    teacher, s, t = distill_data
+    full, out = tmp_path / "full", small_disk / "killed"
+    run_ok(distill_cmd(teacher, s, t, full, "--beam", "3"))
+    filler = fill(small_disk, 40_000)
+    p = run(distill_cmd(teacher, s, t, out, "--beam", "3"))
+    assert_disk_full_error(p)
+    done = [f for f in visible_files(out / "shards") if f.suffix == ".jsonl"]
+    assert 0 < len(done) < 10, f"{len(done)} shards finished: not a mid-run failure"
+    assert_no_partial_files(out)
+    filler.unlink()
+    run_ok(distill_cmd(teacher, s, t, out, "--beam", "3"))
+    for name in ("train.src", "train.tgt", "manifest.json"):
+        assert (full / name).read_bytes() == (out / name).read_bytes(), name
+
+
+# --- CTranslate2 conversion and int8 export ---------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ct2_conversion_and_export_killed(tmp_path, tiny_reverse):
+    """Killed during the conversion (in the model folder) and while the export folder is copied: no
+    conversion or export under its final name until complete; the rerun cleans the killed one's temp
+    folder and writes what an uninterrupted export writes."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_reverse[0], model, ignore=shutil.ignore_patterns("ct2*", ".*"))
+    ref_model = tmp_path / "ref_model"
+    shutil.copytree(model, ref_model)
+
+    def export(m: Path, out: Path) -> list[str]:
+        return [sys.executable, "-m", "seqkd", "export", "--model", str(m), "--out", str(out), "--quiet"]
+
+    run_ok(export(ref_model, tmp_path / "ref_export"))
+    out = tmp_path / "export"
+    run_killed(export(model, out), "ct2_convert:1")
+    assert not (model / "ct2-int8").exists() and not out.exists()
+    assert [p for p in model.glob(".ct2-int8.*") if p.is_dir()], "the kill left no temp folder: point not reached"
+    run_killed(export(model, out), "export_copy:1")
+    assert not out.exists()
+    assert not [p for p in model.glob(".ct2-int8.*") if p.is_dir()], "the killed conversion's temp folder stayed"
+    assert_no_partial_files(model)
+    run_ok(export(model, out))
+    assert_no_partial_files(out)
+    ref = tmp_path / "ref_export"
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in ref.iterdir())
+    assert (out / "model.bin").read_bytes() == (ref / "model.bin").read_bytes()
+    assert json.loads((out / "export.json").read_text()) == json.loads((ref / "export.json").read_text())
