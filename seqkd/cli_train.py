@@ -122,7 +122,8 @@ def cmd_distill(a) -> None:
                        engine=a.engine, compute_type="int8" if a.int8 else "float32", max_tokens=a.max_tokens,
                        shard_size=a.shard_size, threads=a.threads, inter_threads=a.inter_threads, device=a.device)
     worker = Worker.from_env(shard_index=a.shard_index, num_shards=a.num_shards, merge_only=a.merge_only)
-    res = distill_worker(a.teacher, training_pairs(cfg.data), a.out, dc, worker, progress=not a.quiet)
+    res = distill_worker(a.teacher, training_pairs(cfg.data, cache_dir=a.out), a.out, dc, worker,
+                         progress=not a.quiet)
     if res.manifest is None:
         print(f"{a.out}: this worker is done ({res.translated} shards translated); {res.remaining} of "
               f"{res.shards} shards remain for other workers (the last to finish merges; after array tasks "

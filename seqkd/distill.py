@@ -274,6 +274,7 @@ def distill_worker(teacher_dir: str | Path, pairs: Pairs, out_dir: str | Path, c
     if (m := _finished(out, ident)) is not None:
         return WorkerResult(m, 0, len(shards))
     shard_dir = _prepare(out, ident)
+    pairs.keep_index()
     done = 0
     if not worker.merge_only:
         done = _work(shard_dir, shards, order, pairs, cfg, lambda: _translator(teacher_dir, out, cfg, worker),

@@ -30,6 +30,7 @@ import numpy as np
 
 from seqkd import faults
 from seqkd.fsutil import SeqkdError, atomic_open, locked, write_json
+from seqkd.pairs import INDEX_PREFIX
 
 if TYPE_CHECKING:
     from seqkd.distill import DistillConfig
@@ -218,5 +219,7 @@ def merge(out: Path, pairs: Pairs, shards: Sequence[Sequence[int]], ident: dict,
         write_json(manifest_path, manifest)
         for stale in shard_dir.glob("*.claim"):  # left by workers that found a shard finished meanwhile
             stale.unlink(missing_ok=True)
+        for index in out.glob(f"{INDEX_PREFIX}*"):  # the input's line index, cached for the workers
+            index.unlink(missing_ok=True)
     log.info("distilled %d pairs into %s (dropped: %s)", manifest["pairs"], out, scan.dropped)
     return manifest

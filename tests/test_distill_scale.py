@@ -84,6 +84,7 @@ def _assert_same(out: Path, ref: Path) -> None:
     assert sorted(p.name for p in (out / "shards").iterdir()) == shards
     for name in shards:
         assert (out / "shards" / name).read_bytes() == (ref / "shards" / name).read_bytes(), name
+    assert not list(out.glob(".input-index-*")), "the merge left the workers' cached line index behind"
 
 
 def _hold(path: Path) -> int:
@@ -340,6 +341,35 @@ def test_merge_byte_identical_to_previous_assemble(tmp_path, kw):
     merge(tmp_path / "new", ListPairs(src, ["r"] * n), shards, ident, cfg)
     for name in FINAL:
         assert (tmp_path / "new" / name).read_bytes() == (tmp_path / "old" / name).read_bytes(), name
+
+
+def test_file_pairs_index_cached_for_the_next_worker(tmp_path, monkeypatch):
+    """The first worker keeps the line index and digest in the output folder; the next one reads them
+    instead of passing over the files (no line decoded), with the same pairs; a changed file is indexed
+    again; a finished distillation leaves no index behind."""
+    import seqkd.pairs as pairs_mod
+
+    src, tgt = [f"s {i} " + "x" * (i % 7) for i in range(500)], [f"t {i}" for i in range(500)]
+    s, t, out = write_lines(tmp_path / "s.txt", src), write_lines(tmp_path / "t.txt", tgt), tmp_path / "out"
+    first = FilePairs(s, t, max_chars=9, cache_dir=out)
+    out.mkdir()
+    assert first.digest() and not list(out.glob(".input-index-*"))  # nothing written before keep_index
+    first.keep_index()
+    assert len(list(out.glob(".input-index-*"))) == 1
+
+    def no_decoding(raw, path, line):
+        raise AssertionError("the cached index was not used")
+
+    with monkeypatch.context() as m:
+        m.setattr(pairs_mod, "decode_line", no_decoding)
+        second = FilePairs(s, t, max_chars=9, cache_dir=out)
+        assert len(second) == len(first) < 500 and second.digest() == first.digest()
+    assert second.source(range(len(second))) == first.source(range(len(first)))
+    assert second.reference(range(len(second))) == first.reference(range(len(first)))
+    assert first.digest() == ListPairs(first.source(range(len(first))), first.reference(range(len(first)))).digest()
+    Path(t).write_text("".join(f"T {i}\n" for i in range(500)))  # another file: another key, a new pass
+    third = FilePairs(s, t, max_chars=9, cache_dir=out)
+    assert third.digest() != first.digest()
 
 
 def test_file_pairs_match_load_pairs(tmp_path):
