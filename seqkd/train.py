@@ -249,6 +249,7 @@ def _train(run: Path, cfg: TrainConfig, model, vocab: Vocab, data: TrainData, te
             if cfg.val_bleu:
                 row["val_bleu"] = validation.val_bleu(run, model, vocab, val_src, val_tgt)
                 metric = row["val_bleu"]
+            row["rss_mb"] = round(validation.release_memory(), 1)  # after trimming the heap
             append_jsonl(run / "metrics.jsonl", row)
             msg = (f"{run.name} step {state['step']} epoch {state['epoch']}: val ppl {row['val_ppl']:.2f}"
                    + (f" bleu {row['val_bleu']:.2f}" if cfg.val_bleu else ""))
@@ -318,6 +319,7 @@ def _train(run: Path, cfg: TrainConfig, model, vocab: Vocab, data: TrainData, te
                "elapsed": time.time() - t0}
         if cfg.loss.word_kd_alpha > 0:
             row["kd"] = kd / tok
+        row["rss_mb"] = round(validation.release_memory(), 1)  # trimmed every window: the heap stays small
         if d.main:
             append_jsonl(run / "metrics.jsonl", row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tgt_tokens_per_s']:.0f}")

@@ -41,6 +41,8 @@ def train_ref(tmp_path_factory) -> tuple[Path, Path]:
     umask = os.umask(0)
     os.umask(umask)
     out = tmp / "full"
+    rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {r["type"] for r in rows} == {"train", "val"} and all(r["rss_mb"] > 0 for r in rows)  # memory plotted
     for f in [out / "model.safetensors", out / "vocab", *(out / "checkpoints").glob("step-*/*.safetensors")]:
         # temp folders and safetensors start private; the finished files get the usual permissions
         want = (0o777 if f.is_dir() else 0o666) & ~umask
