@@ -81,6 +81,8 @@ class ReproduceConfig:
     eval_beam: int = 5
     eval_max_sents: int = 0
     speed_repeats: int = 3
+    tune_decoding: bool = True  # S1 with each model's fastest CTranslate2 settings, chosen on validation
+    tune_max_bleu_drop: float = 0.2  # a setting that changes the output (int8) may cost this much val BLEU
     bootstrap_samples: int = 1000
     threads: int = 0
 
@@ -325,7 +327,8 @@ def _reproduce(cfg: ReproduceConfig, out: Path, progress: bool, stop_after: str)
         run_stage("eval", systems, test_id,
                   S.evaluate(systems, test_src, test_ref))
         run_stage("speed", ["eval", *(["shortlist"] if fast else [])],
-                  {"repeats": cfg.speed_repeats, "best": best, "fast": bool(fast)},
+                  {"repeats": cfg.speed_repeats, "best": best, "fast": bool(fast),
+                   **({"tune": cfg.tune_max_bleu_drop} if cfg.tune_decoding else {})},
                   S.speed(best, test_src, test_ref, with_fast=bool(fast)))
     except StopAfter as e:
         log.info("stopped after stage %s (--stop-after)", e)

@@ -102,6 +102,20 @@ PAPER = {
 }
 
 
+def _settings(sp: dict) -> str:
+    """How each system of the speed stage decoded: each one's fastest settings, chosen on validation."""
+    if not sp.get("tuned_on"):
+        return "float32 with the default settings for every system"
+    parts = []
+    for key in ("teacher_beam", "student_greedy", "fast_greedy", "fast_greedy_vmap"):
+        if key in sp and "settings" in sp[key]:
+            s = sp[key]["settings"]
+            parts.append(f"{key} {s['compute_type']}, {s['inter_threads']} batch(es) at once"
+                         + (f", engine batching of {s['max_batch_size'] or 'max-tokens'} tokens" if s["engine_batching"]
+                            else "") + ("" if s["return_scores"] else ", no scores"))
+    return "each system with its fastest settings chosen on validation (" + "; ".join(parts) + ")"
+
+
 def claims(rows: list[dict], best_name: str, speed: dict, seeds: dict) -> dict:
     """Q1, Q2, S1 and Z1: this run's figure, the paper's, and whether the claim holds here.
 
@@ -212,7 +226,8 @@ def _markdown(res: dict) -> str:
                          f"{r['sent_per_s_greedy']:.0f} | {r['size_mb']:.1f} |")
     sp = res["speed"]
     tb, sg = sp["teacher_beam"], sp["student_greedy"]
-    lines += ["", f"Speed (S1): CTranslate2 float32, {sp['threads'] or 'all'} threads, {sp['n']} test sentences, "
+    lines += ["", f"Speed (S1): CTranslate2, {_settings(sp)}, {sp['threads'] or 'all'} threads, {sp['n']} test "
+              f"sentences, "
               f"{len(tb['seconds'])} interleaved repetitions: teacher beam {tb['sent_per_s_median']:.0f} sent/s "
               f"(range {tb['sent_per_s_min']:.0f}-{tb['sent_per_s_max']:.0f}), `{sp['student']}` greedy "
               f"{sg['sent_per_s_median']:.0f} sent/s (range {sg['sent_per_s_min']:.0f}-{sg['sent_per_s_max']:.0f}). "

@@ -269,6 +269,18 @@ class Stages:
 
         return run
 
+    def _tune(self, runs: dict[str, tuple[str, int, str | None]], cfgs: dict) -> dict[str, dict]:
+        """Each measured system's fastest decoding settings (thread layout, batching, scores, int8), chosen
+        on the validation set so that S1 compares best against best (`decode_tune.sweep`)."""
+        from seqkd.decode_tune import FACTORS, sweep
+
+        src, ref = self.refs.val_src, self.refs.val_tgt
+        n = self.cfg.eval_max_sents or len(src)
+        factors = [(f, v) for f, v in FACTORS if f != "vmap"]  # the shortlist is a system of its own
+        return {k: sweep(str(self._dir(m)), beam, src[:n], ref[:n], self.cfg.threads, None,
+                         max(1, self.cfg.speed_repeats), self.cfg.tune_max_bleu_drop, factors, cfgs[k])
+                for k, (m, beam, _) in runs.items()}
+
     def speed(self, best: str, src: list[str], ref: list[str], with_fast: bool = False):
         """S1, measured as the paper compares: teacher beam vs best student greedy (and the `fast`
         student's greedy, also with the shortlist), same engine and threads, interleaved repetitions,
@@ -276,6 +288,7 @@ class Stages:
 
         def run(d: Path) -> None:
             from seqkd.decode import DecodeConfig, Translator
+            from seqkd.decode_tune import FACTORS
             from seqkd.evaluate import bleu
 
             runs = {"teacher_beam": ("teacher", self.cfg.eval_beam, None), "student_greedy": (best, 1, None)}
@@ -284,8 +297,10 @@ class Stages:
                 runs["fast_greedy"] = (fast, 1, None)
                 if (self._dir("shortlist") / "vmap.txt").exists():
                     runs["fast_greedy_vmap"] = (fast, 1, str(self._dir("shortlist") / "vmap.txt"))
-            tr = {k: Translator(self._dir(m), DecodeConfig(engine="ct2", threads=self.cfg.threads, vmap=v))
-                  for k, (m, _, v) in runs.items()}
+            cfgs = {k: DecodeConfig(engine="ct2", threads=self.cfg.threads, vmap=v) for k, (_, _, v) in runs.items()}
+            tuning = self._tune(runs, cfgs) if self.cfg.tune_decoding else {}
+            cfgs = {k: replace(c, **tuning[k]["best"]) if k in tuning else c for k, c in cfgs.items()}
+            tr = {k: Translator(self._dir(m), cfgs[k]) for k, (m, _, _) in runs.items()}
             for k, (_, beam, _) in runs.items():
                 tr[k].translate(src[:32], beam=beam)
             secs: dict[str, list[float]] = {k: [] for k in runs}
@@ -296,12 +311,15 @@ class Stages:
                     hyps = tr[k].translate(src, beam=beam)
                     secs[k].append(time.perf_counter() - t)
                     scores[k] = bleu([h[0].text for h in hyps], ref).score
-            out = {"n": len(src), "threads": self.cfg.threads, "engine": "ct2-float32", "student": best,
-                   "fast": runs.get("fast_greedy", (None,))[0]}
+            out = {"n": len(src), "threads": self.cfg.threads, "engine": "ct2", "student": best,
+                   "fast": runs.get("fast_greedy", (None,))[0], "tuned_on": "validation" if tuning else None}
             for k, s in secs.items():
                 rates = sorted(len(src) / x for x in s)
                 out[k] = {"sent_per_s_median": statistics.median(rates), "sent_per_s_min": rates[0],
-                          "sent_per_s_max": rates[-1], "seconds": s, "bleu": scores[k]}
+                          "sent_per_s_max": rates[-1], "seconds": s, "bleu": scores[k],
+                          "settings": {f: getattr(cfgs[k], f) for f, _ in FACTORS if f != "vmap"}}
+                if k in tuning:
+                    out[k]["tuning"] = tuning[k]
             tb, sg = out["teacher_beam"], out["student_greedy"]
             out["speedup_median"] = sg["sent_per_s_median"] / tb["sent_per_s_median"]
             out["speedup_range"] = [sg["sent_per_s_min"] / tb["sent_per_s_max"],

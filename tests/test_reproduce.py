@@ -88,12 +88,21 @@ def test_seeds_and_claims_in_report(tiny_run):
     for k in ("Q1", "Q2", "S1", "Z1"):
         assert {"claim", "this_run", "paper", "holds"} <= set(res["claims"][k]), k
     assert res["speed"]["teacher_beam"]["sent_per_s_median"] > 0 and res["claims"]["S1"]["speedup"] > 0
+    sp = res["speed"]  # each system decoded with its own fastest settings, chosen on validation
+    assert sp["tuned_on"] == "validation"
+    for key in ("teacher_beam", "student_greedy", "fast_greedy"):
+        tuning = sp[key]["tuning"]
+        assert tuning["sentences"] == 200 and len(tuning["trials"]) >= 4, key  # tiny: eval_max_sents val lines
+        assert sp[key]["settings"] == {k: v for k, v in tuning["best"].items() if k != "vmap"}, key
+        assert tuning["best_result"]["bleu"] >= tuning["default_bleu"] - 0.2, key
+    assert sp["teacher_beam"]["settings"]["return_scores"]  # never switched off for beam search
     pick = json.loads((out / "fast" / "source.json").read_text())
     assert pick["model"] in pick["candidates"] and res["speed"]["fast"] == pick["model"]
     assert set(pick["candidates"]) >= {"fast_student-4-1", "seq_kd", "baseline-small"}
     assert set(res["stage_seconds"]) >= {"teacher", "data_seq_inter", "pruned_90", "eval", "speed"}
     report = (out / "report.md").read_text()
     assert report.startswith("**Smoke test only") and "| Q2:" in report and "± " in report
+    assert "fastest settings chosen on validation" in report
 
 
 def test_tiny_preset_reverse_direction(tmp_path, multi30k_dir):
