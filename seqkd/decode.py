@@ -96,10 +96,12 @@ def ct2_dir(model_dir: str | Path, quantization: str | None = None, vmap: str | 
 
 def _convert(model_dir: Path, name: str, quantization: str | None, vmap: str | Path | None, stamp: str) -> None:
     """Convert into a temp folder beside `model_dir / name`, then rename it into place."""
-    from seqkd.models import MODEL_LOAD_ERRORS, read_model_config
+    from seqkd.models import MODEL_LOAD_ERRORS, load_model
     from seqkd.vocab import TOKENIZER_FILES
 
-    read_model_config(model_dir)  # another architecture or a non-object config: AttributeError in the converter
+    # the checks of the hf path first: another architecture or a non-object config (an AttributeError in the
+    # converter), weights missing from the file (the converter would fill them in at random)
+    load_model(model_dir)
     for f in TOKENIZER_FILES:  # a missing one is a TypeError in the converter
         if not (model_dir / f).exists():
             raise SeqkdError(f"{model_dir / f}: tokenizer file not found (need {', '.join(TOKENIZER_FILES)})")

@@ -335,7 +335,7 @@ CORRUPT = {
     "shape mismatch": (lambda d: _write_config(d, d_model=128), "RuntimeError", True),
     "wrong-typed field": (lambda d: _write_config(d, d_model="abc"), "d_model", True),
     "unknown activation": (lambda d: _write_config(d, activation_function="nosuch"), "KeyError", True),
-    "missing weights": (_keep_three_tensors, "weights missing", False),
+    "missing weights": (_keep_three_tensors, "weights missing", True),
 }
 
 
