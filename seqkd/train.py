@@ -171,7 +171,10 @@ def train(run_dir: str | Path, cfg: TrainConfig, model, vocab: Vocab, data: Trai
     d = dist.setup(cfg.device)
     if d.world == 1:
         with folder_lock(run, "training run"), ctrl_c_checkpoints() as ctrl_c:
-            return _train(run, cfg, model, vocab, data, teacher_fn, after_step, config_text, progress, d, ctrl_c)
+            result = _train(run, cfg, model, vocab, data, teacher_fn, after_step, config_text, progress, d, ctrl_c)
+        if ctrl_c["hit"]:  # pressed after the last step: the run is complete; stop what called it
+            raise KeyboardInterrupt
+        return result
     lock = folder_lock(run, "training run")
     _on_main(d, lock.__enter__)
     try:  # under torchrun, Ctrl-C reaches every rank at its own step: the ranks resume from the last checkpoint
