@@ -173,4 +173,9 @@ def _parse_value(text: str):
 
 def load_run_config(path: str | None, overrides: list[str] | None = None, cls=RunConfig):
     d = load_yaml(path) if path else {}
-    return from_dict(cls, apply_overrides(d, overrides or []))
+    cfg = from_dict(cls, apply_overrides(d, overrides or []))
+    if getattr(cfg, "decode", None) not in (None, DecodeConfig()):  # kept in saved seqkd.yaml files, at defaults
+        raise SeqkdError("config decode: the commands that read a config (vocab, train, distill, prune) do not "
+                         "decode with it; give decoding settings as flags of translate, evaluate or bench "
+                         "(and distill's own --beam / --engine ...)")
+    return cfg

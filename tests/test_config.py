@@ -45,3 +45,16 @@ def test_yaml_keeps_no_and_on_as_strings(tmp_path):
     assert (c.data.src, c.data.tgt, c.train.val_bleu, c.train.bf16) == ("no", "en", False, "on")
     c = load_run_config(None, ["data.src=no", "train.val_bleu=yes", "train.bf16=true"])
     assert (c.data.src, c.train.val_bleu, c.train.bf16) == ("no", True, "on")
+
+
+def test_decode_section_is_refused_not_ignored(tmp_path):
+    """A non-default `decode:` section would do nothing: refused with one line; defaults (as saved in every
+    run's seqkd.yaml) still load."""
+    from seqkd.config import dump, load_run_config
+    from seqkd.fsutil import SeqkdError
+
+    with pytest.raises(SeqkdError, match="config decode: .* do not decode with it"):
+        load_run_config(None, ["decode.beam=8"])
+    saved = tmp_path / "seqkd.yaml"
+    saved.write_text(dump(load_run_config(None, [])))
+    assert "decode:" in saved.read_text() and load_run_config(str(saved)).decode.beam == 5
