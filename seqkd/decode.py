@@ -96,12 +96,10 @@ def ct2_dir(model_dir: str | Path, quantization: str | None = None, vmap: str | 
 
 def _convert(model_dir: Path, name: str, quantization: str | None, vmap: str | Path | None, stamp: str) -> None:
     """Convert into a temp folder beside `model_dir / name`, then rename it into place."""
-    from seqkd.models import MODEL_LOAD_ERRORS, load_model
+    from seqkd.models import MODEL_LOAD_ERRORS, check_model_folder
     from seqkd.vocab import TOKENIZER_FILES
 
-    # the checks of the hf path first: another architecture or a non-object config (an AttributeError in the
-    # converter), weights missing from the file (the converter would fill them in at random)
-    load_model(model_dir)
+    check_model_folder(model_dir)  # another architecture or a non-object config: AttributeError in the converter
     for f in TOKENIZER_FILES:  # a missing one is a TypeError in the converter
         if not (model_dir / f).exists():
             raise SeqkdError(f"{model_dir / f}: tokenizer file not found (need {', '.join(TOKENIZER_FILES)})")
@@ -125,14 +123,19 @@ def _convert(model_dir: Path, name: str, quantization: str | None, vmap: str | P
 
 
 def _safetensors_converter(model_dir: Path):
-    """CTranslate2's Transformers converter, loading model.safetensors only: its own loader would
-    fall back to pytorch_model.bin (a pickle) when there is no safetensors file."""
+    """CTranslate2's Transformers converter, loading model.safetensors only (its own loader would
+    fall back to pytorch_model.bin, a pickle, when there is no safetensors file) and refusing a file
+    that lacks weights (they would be converted as initialised at random)."""
     from ctranslate2.converters import TransformersConverter
 
     class SafetensorsConverter(TransformersConverter):
         def load_model(self, model_class, model_name_or_path, **kwargs):
-            kwargs["use_safetensors"] = True
-            return super().load_model(model_class, model_name_or_path, **kwargs)
+            kwargs |= {"use_safetensors": True, "output_loading_info": True}
+            model, info = super().load_model(model_class, model_name_or_path, **kwargs)
+            if missing := sorted(info["missing_keys"]):  # the converter would convert them as initialised at random
+                raise SeqkdError(f"{model_dir / 'model.safetensors'}: {len(missing)} weights missing "
+                                 f"(e.g. {missing[0]}); not a complete model for its config.json")
+            return model
 
     return SafetensorsConverter(str(model_dir))
 

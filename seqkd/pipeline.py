@@ -80,6 +80,7 @@ class ReproduceConfig:
     int8_min_ratio: float = 13.0  # int8 candidates: pruned models >= this many x fewer non-zeros than the teacher
     eval_beam: int = 5
     eval_max_sents: int = 0
+    latency_sents: int = 100  # per system: the first N test sentences translated one at a time (p50 / p95 ms)
     speed_repeats: int = 3
     tune_decoding: bool = True  # S1 with each model's fastest CTranslate2 settings, chosen on validation
     tune_max_bleu_drop: float = 0.2  # a setting that changes the output (int8) may cost this much val BLEU
@@ -323,7 +324,8 @@ def _reproduce(cfg: ReproduceConfig, out: Path, progress: bool, stop_after: str)
         seed_runs += ["baseline-fp32"] if cfg.fp32_control else []
         systems = ["teacher", "teacher+seq_inter", *students, *seed_runs, *fast, *(["fast"] if fast else []),
                    *pruned, "best_int8"]
-        test_id = {"beam": cfg.eval_beam, "n": len(test_src), "test_sha": _h([test_src, test_ref])}
+        test_id = {"beam": cfg.eval_beam, "n": len(test_src), "test_sha": _h([test_src, test_ref]),
+                   **({"latency": cfg.latency_sents} if cfg.latency_sents else {})}
         run_stage("eval", systems, test_id,
                   S.evaluate(systems, test_src, test_ref))
         run_stage("speed", ["eval", *(["shortlist"] if fast else [])],

@@ -169,7 +169,14 @@ def _fmt_row(r: dict) -> str:
     return (f"| {r['name']} | {r['params_total'] / 1e6:.2f}M | {r['params_nonzero'] / 1e6:.2f}M | "
             f"{r.get('val_bleu_greedy', float('nan')):.2f} | {r['bleu_greedy']:.2f} | {r['bleu_beam']:.2f} | "
             f"{r['chrf_greedy']:.2f} | {r['ppl']:.2f} | {100 * r['p_beam']:.3g}% | {r['sent_per_s_greedy']:.0f} | "
-            f"{r['sent_per_s_beam']:.0f} | {r['size_mb']:.1f} | {sig} |")
+            f"{r['sent_per_s_beam']:.0f} | {_ms(r, 'greedy')} | {_ms(r, 'beam')} | {r['size_mb']:.1f} | {sig} |")
+
+
+def _ms(r: dict, search: str) -> str:
+    """p50 / p95 ms of one sentence at a time, or '-' where not measured."""
+    if f"p50_ms_{search}" not in r:
+        return "-"
+    return f"{r[f'p50_ms_{search}']:.1f} / {r[f'p95_ms_{search}']:.1f}"
 
 
 def _markdown(res: dict) -> str:
@@ -191,8 +198,8 @@ def _markdown(res: dict) -> str:
     lines += ["", f"Greedy-to-beam gap: baseline {g['baseline']:+.2f}, Seq-KD {g['seq_kd']:+.2f} "
               f"(paper: {g['paper']}).", "", "## Table 1", "",
               "| system | params | non-zero | val BLEU greedy | BLEU greedy | BLEU beam | chrF greedy | PPL | "
-              "p(t=y_hat) | sent/s greedy | sent/s beam | MB | sig. vs baseline (p) |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "p(t=y_hat) | sent/s greedy | sent/s beam | ms greedy p50 / p95 | ms beam p50 / p95 | MB | "
+              "sig. vs baseline (p) |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [_fmt_row(r) for r in res["systems"] if not r["name"].startswith("pruned") and r["name"] != "best_int8"]
     if res["seeds"]:
         lines += ["", "Seeds (main student size), test BLEU mean ± sd:", "",
@@ -297,24 +304,29 @@ def pareto(points: list[tuple[float, float]]) -> list[int]:
 
 
 def _speed_plot(plt, out: Path, rows: list[dict]) -> None:
-    """BLEU against sentences/s: one marker per system (legend, no stacked labels), greedy filled,
-    beam hollow, the Pareto front drawn."""
-    fig, ax = plt.subplots(figsize=(12, 6))
+    """BLEU against sentences/s and, when measured, against p50 latency (one sentence at a time): one
+    marker per system (legend, no stacked labels), greedy filled, beam hollow, the Pareto front drawn."""
+    panels = [("sent_per_s_{}", "sentences/s (log; filled = greedy, hollow = beam)", 1)]
+    if all("p50_ms_greedy" in r for r in rows):
+        panels.append(("p50_ms_{}", "p50 ms per sentence, one at a time (log)", -1))
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels) + 5, 6), squeeze=False)
     cmap = plt.get_cmap("tab10")
     markers = "osD^v<>ph*"
-    pts = []
-    for i, r in enumerate(rows):  # colour x marker: a unique symbol for up to 100 systems
-        color, mk = cmap(i % 10), markers[(i // 10) % len(markers)]
-        ax.scatter(r["sent_per_s_greedy"], r["bleu_greedy"], color=color, marker=mk, label=r["name"])
-        ax.scatter(r["sent_per_s_beam"], r["bleu_beam"], facecolors="none", edgecolors=[color], marker=mk)
-        pts += [(r["sent_per_s_greedy"], r["bleu_greedy"]), (r["sent_per_s_beam"], r["bleu_beam"])]
-    front = pareto(pts)
-    ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=1, label="Pareto front")
-    ax.set_xscale("log")
-    ax.set_xlabel("sentences/s (log; filled = greedy, hollow = beam)")
-    ax.set_ylabel("BLEU")
-    ax.set_title("Speed / quality")
-    ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    for ax, (key, xlabel, sign) in zip(axes[0], panels):
+        pts = []
+        for i, r in enumerate(rows):  # colour x marker: a unique symbol for up to 100 systems
+            color, mk = cmap(i % 10), markers[(i // 10) % len(markers)]
+            xg, xb = r[key.format("greedy")], r[key.format("beam")]
+            ax.scatter(xg, r["bleu_greedy"], color=color, marker=mk, label=r["name"])
+            ax.scatter(xb, r["bleu_beam"], facecolors="none", edgecolors=[color], marker=mk)
+            pts += [(xg, r["bleu_greedy"]), (xb, r["bleu_beam"])]
+        front = pareto([(sign * x, y) for x, y in pts])
+        ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=1, label="Pareto front")
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("BLEU")
+    axes[0][0].set_title("Speed / quality")
+    axes[0][-1].legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(out / "speed_quality.png", dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -237,7 +237,8 @@ class Stages:
         """Quality and speed of every system, one after the other in one process, same engine and threads."""
 
         def run(d: Path) -> None:
-            from seqkd.decode import DecodeConfig, write_lines
+            from seqkd.bench import latency
+            from seqkd.decode import DecodeConfig, Translator, write_lines
             from seqkd.evaluate import evaluate
             from seqkd.models import count_params, load_model
 
@@ -262,6 +263,11 @@ class Stages:
                        "engine": f"ct2-{cfg.compute_type}",
                        "size_mb": size if size is not None
                        else (model_dir / "model.safetensors").stat().st_size / 2**20}
+                if self.cfg.latency_sents:  # one sentence at a time, as an interactive user sees it
+                    tr = Translator(model_dir, cfg)
+                    for search, beam_size in (("greedy", 1), ("beam", self.cfg.eval_beam)):
+                        lat = latency(tr, src[: self.cfg.latency_sents], beam_size)
+                        row |= {f"p50_ms_{search}": lat["p50_ms"], f"p95_ms_{search}": lat["p95_ms"]}
                 write_lines(d / f"{name}.greedy.txt", greedy)
                 write_lines(d / f"{name}.beam.txt", beam)
                 write_json(d / f"{name}.json", row)

@@ -132,6 +132,7 @@ DISTILL_CHAINS = {
 
 
 @pytest.mark.parametrize("mode", [pytest.param("seq_kd"), pytest.param("seq_inter", marks=pytest.mark.slow)])
+# (seq_kd stays in the default suite: the quickest whole chain)
 def test_distill_killed_at_each_point(tmp_path, distill_data, mode):
     teacher, s, t = distill_data
     flags, faults = DISTILL_CHAINS[mode]
@@ -223,6 +224,7 @@ def test_train_disk_full_then_resume(small_disk, train_ref):
     assert_same_training(ref, out)
 
 
+@pytest.mark.slow
 def test_distill_disk_full_then_resume(small_disk, tmp_path, distill_data):
     teacher, s, t = distill_data
     full, out = tmp_path / "full", small_disk / "killed"

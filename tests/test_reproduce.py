@@ -21,7 +21,8 @@ SYSTEMS = (["teacher", "teacher+seq_inter", *STUDENTS, *[s + "-small" for s in S
             "pruned_80_class-distribution", "best_int8"])
 SYSTEM_KEYS = ["name", "params_total", "params_nonzero", "bleu_greedy", "bleu_beam", "chrf_greedy", "ppl", "p_beam",
                "sent_per_s_greedy", "sent_per_s_beam", "engine", "size_mb"]
-TIMING = {"sent_per_s_greedy", "sent_per_s_beam", "seconds_greedy", "seconds_beam"}
+TIMING = {"sent_per_s_greedy", "sent_per_s_beam", "seconds_greedy", "seconds_beam", "p50_ms_greedy", "p95_ms_greedy",
+          "p50_ms_beam", "p95_ms_beam"}
 
 
 def _cmd(out: Path, data_dir: Path) -> list[str]:
@@ -49,6 +50,8 @@ def test_reproduce_tiny_schema(tiny_run):
             assert k in s, (s["name"], k)
             if k not in ("name", "engine"):
                 assert isinstance(s[k], (int, float)) and math.isfinite(s[k]), (s["name"], k, s[k])
+    for s in res["systems"]:  # latency, one sentence at a time (the tiny preset: 20 sentences)
+        assert 0 < s["p50_ms_greedy"] <= s["p95_ms_greedy"] and 0 < s["p50_ms_beam"] <= s["p95_ms_beam"], s["name"]
     by = {s["name"]: s for s in res["systems"]}
     assert by["pruned_90"]["params_nonzero"] < by["pruned_50"]["params_nonzero"] < by["pruned_50"]["params_total"]
     assert by["pruned_0"]["params_nonzero"] > 0.99 * by["pruned_0"]["params_total"]
