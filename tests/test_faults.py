@@ -71,7 +71,7 @@ TRAIN_FAULTS = [
     "checkpoint_write:2",  # weights of the 2nd checkpoint written, optimizer state not
     "checkpoint_rename:1",  # a checkpoint renamed into place, latest.json still at the previous one
     "model_save:1",  # the best model half renamed (config.json new, weights old)
-    "atomic_write:3",  # a temp file written and synced, not renamed
+    "atomic_write:3",  # a temp file written, not yet synced or renamed
 ]
 
 
