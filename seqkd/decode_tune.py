@@ -25,6 +25,7 @@ FACTORS = [
     ("compute_type", ["int8_float32"]),
     ("vmap", ["<vmap>"]),
 ]
+ENGINE_FACTORS = [(f, v) for f, v in FACTORS if f != "vmap"]  # the settings of one system (a shortlist is another)
 
 
 def timed(cfg: DecodeConfig, model: str, src: list[str], refs: list[str], beam: int, repeats: int) -> dict:

@@ -52,15 +52,16 @@ class EvalResult:
 
 
 def evaluate(model_dir: str, src: list[str], ref: list[str], cfg: DecodeConfig | None = None,
-             progress: bool = True) -> tuple[EvalResult, list[str], list[str]]:
+             progress: bool = True, translator: Translator | None = None) -> tuple[EvalResult, list[str], list[str]]:
     """Greedy and beam translation of `src`, scored against `ref`; also PPL and p(t = y_hat).
 
-    Returns the result and the greedy and beam outputs (for writing or significance tests).
+    Returns the result and the greedy and beam outputs (for writing or significance tests). `translator`:
+    an already loaded `Translator(model_dir, cfg)` (the caller times it further).
     """
     cfg = cfg or DecodeConfig()
     if len(src) != len(ref):
         raise SeqkdError(f"source has {len(src)} lines but reference has {len(ref)}")
-    tr = Translator(model_dir, cfg)
+    tr = translator or Translator(model_dir, cfg)
     tr.translate(src[:16], beam=cfg.beam)  # warm-up: first-call allocations are not throughput
     t = time.perf_counter()
     greedy = [h[0].text for h in tr.translate(src, beam=1, nbest=1, progress=progress)]

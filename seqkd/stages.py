@@ -255,7 +255,8 @@ class Stages:
                     cfg = replace(cfg, compute_type="int8")
                     size = (self._dir(name) / "ct2-int8" / "model.bin").stat().st_size / 2**20
                     val_dir = model_dir
-                res, greedy, beam = evaluate(str(model_dir), src, ref, cfg, progress=self.progress)
+                tr = Translator(model_dir, cfg)  # one load: evaluated, then timed one sentence at a time
+                res, greedy, beam = evaluate(str(model_dir), src, ref, cfg, progress=self.progress, translator=tr)
                 params = count_params(load_model(model_dir))
                 row = {"name": name, **res.as_dict(), "params_total": params["total"],
                        "params_nonzero": params["nonzero"], "val_bleu_greedy": val_bleu(val_dir),
@@ -264,7 +265,6 @@ class Stages:
                        "size_mb": size if size is not None
                        else (model_dir / "model.safetensors").stat().st_size / 2**20}
                 if self.cfg.latency_sents:  # one sentence at a time, as an interactive user sees it
-                    tr = Translator(model_dir, cfg)
                     for search, beam_size in (("greedy", 1), ("beam", self.cfg.eval_beam)):
                         lat = latency(tr, src[: self.cfg.latency_sents], beam_size)
                         row |= {f"p50_ms_{search}": lat["p50_ms"], f"p95_ms_{search}": lat["p95_ms"]}
@@ -278,13 +278,12 @@ class Stages:
     def _tune(self, runs: dict[str, tuple[str, int, str | None]], cfgs: dict) -> dict[str, dict]:
         """Each measured system's fastest decoding settings (thread layout, batching, scores, int8), chosen
         on the validation set so that S1 compares best against best (`decode_tune.sweep`)."""
-        from seqkd.decode_tune import FACTORS, sweep
+        from seqkd.decode_tune import ENGINE_FACTORS, sweep
 
         src, ref = self.refs.val_src, self.refs.val_tgt
         n = self.cfg.eval_max_sents or len(src)
-        factors = [(f, v) for f, v in FACTORS if f != "vmap"]  # the shortlist is a system of its own
         return {k: sweep(str(self._dir(m)), beam, src[:n], ref[:n], self.cfg.threads, None,
-                         max(1, self.cfg.speed_repeats), self.cfg.tune_max_bleu_drop, factors, cfgs[k])
+                         max(1, self.cfg.speed_repeats), self.cfg.tune_max_bleu_drop, ENGINE_FACTORS, cfgs[k])
                 for k, (m, beam, _) in runs.items()}
 
     def speed(self, best: str, src: list[str], ref: list[str], with_fast: bool = False):
@@ -294,7 +293,7 @@ class Stages:
 
         def run(d: Path) -> None:
             from seqkd.decode import DecodeConfig, Translator
-            from seqkd.decode_tune import FACTORS
+            from seqkd.decode_tune import ENGINE_FACTORS
             from seqkd.evaluate import bleu
 
             runs = {"teacher_beam": ("teacher", self.cfg.eval_beam, None), "student_greedy": (best, 1, None)}
@@ -323,7 +322,7 @@ class Stages:
                 rates = sorted(len(src) / x for x in s)
                 out[k] = {"sent_per_s_median": statistics.median(rates), "sent_per_s_min": rates[0],
                           "sent_per_s_max": rates[-1], "seconds": s, "bleu": scores[k],
-                          "settings": {f: getattr(cfgs[k], f) for f, _ in FACTORS if f != "vmap"}}
+                          "settings": {f: getattr(cfgs[k], f) for f, _ in ENGINE_FACTORS}}
                 if k in tuning:
                     out[k]["tuning"] = tuning[k]
             tb, sg = out["teacher_beam"], out["student_greedy"]
