@@ -103,32 +103,11 @@ def table(rows: list[dict]) -> str:
 
 def frontier_plot(rows: list[dict], path: str | Path) -> None:
     """BLEU against sentences/s (and against p50 latency when measured): one marker per row with a
-    legend (no stacked labels), the Pareto front drawn as a dashed line."""
-    import matplotlib
+    legend, the Pareto front drawn as a dashed line."""
+    from seqkd.plots import Panel, Point, Series
+    from seqkd.plots import frontier_plot as draw
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from seqkd.report import pareto
-
-    rows = [r for r in rows if "bleu" in r]
-    panels = [("sent_per_s", "sentences/s (log)", 1)] + ([("p50_ms", "p50 ms per sentence (log)", -1)]
-                                                         if all("p50_ms" in r for r in rows) else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels) + 3, 5), squeeze=False)
-    cmap = plt.get_cmap("tab10")
-    markers = "osD^v<>ph*"
-    for ax, (key, xlabel, sign) in zip(axes[0], panels):
-        for i, r in enumerate(rows):  # colour x marker: a unique symbol for up to 100 rows
-            ax.scatter(r[key], r["bleu"], color=cmap(i % 10), marker=markers[(i // 10) % len(markers)],
-                       label=label(r))
-        pts = [(sign * r[key], r["bleu"]) for r in rows]
-        front = pareto(pts)
-        ax.plot([rows[i][key] for i in front], [rows[i]["bleu"] for i in front], "k--", lw=1, label="Pareto front")
-        ax.set_xscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("BLEU")
-    axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.suptitle("Speed / quality frontier")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    series = [Series(label(r), [Point({k: r[k] for k in ("sent_per_s", "p50_ms") if k in r}, r["bleu"])])
+              for r in rows if "bleu" in r]
+    draw(series, [Panel("sent_per_s", "sentences/s (log)"), Panel("p50_ms", "p50 ms per sentence (log)", -1)],
+         path, "Speed / quality frontier")

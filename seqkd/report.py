@@ -278,7 +278,7 @@ def _plots(out: Path, res: dict) -> None:
     fig.savefig(out / "bleu_greedy_beam.png", dpi=110)
     plt.close(fig)
 
-    _speed_plot(plt, out, rows)
+    _speed_plot(out, rows)
     _pruning_plot(plt, out, rows, res["best_student"])
     fig, ax = plt.subplots(figsize=(7, 4))
     for name in ("teacher", "baseline", "word_kd", "seq_kd", "seq_kd+word_kd"):
@@ -296,40 +296,17 @@ def _plots(out: Path, res: dict) -> None:
     plt.close(fig)
 
 
-def pareto(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats on both coordinates (higher x and higher y), by x."""
-    front = [i for i, (x, y) in enumerate(points)
-             if not any((x2 >= x and y2 >= y) and (x2, y2) != (x, y) for x2, y2 in points)]
-    return sorted(front, key=lambda i: points[i][0])
-
-
-def _speed_plot(plt, out: Path, rows: list[dict]) -> None:
+def _speed_plot(out: Path, rows: list[dict]) -> None:
     """BLEU against sentences/s and, when measured, against p50 latency (one sentence at a time): one
-    marker per system (legend, no stacked labels), greedy filled, beam hollow, the Pareto front drawn."""
-    panels = [("sent_per_s_{}", "sentences/s (log; filled = greedy, hollow = beam)", 1)]
-    if all("p50_ms_greedy" in r for r in rows):
-        panels.append(("p50_ms_{}", "p50 ms per sentence, one at a time (log)", -1))
-    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels) + 5, 6), squeeze=False)
-    cmap = plt.get_cmap("tab10")
-    markers = "osD^v<>ph*"
-    for ax, (key, xlabel, sign) in zip(axes[0], panels):
-        pts = []
-        for i, r in enumerate(rows):  # colour x marker: a unique symbol for up to 100 systems
-            color, mk = cmap(i % 10), markers[(i // 10) % len(markers)]
-            xg, xb = r[key.format("greedy")], r[key.format("beam")]
-            ax.scatter(xg, r["bleu_greedy"], color=color, marker=mk, label=r["name"])
-            ax.scatter(xb, r["bleu_beam"], facecolors="none", edgecolors=[color], marker=mk)
-            pts += [(xg, r["bleu_greedy"]), (xb, r["bleu_beam"])]
-        front = pareto([(sign * x, y) for x, y in pts])
-        ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=1, label="Pareto front")
-        ax.set_xscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("BLEU")
-    axes[0][0].set_title("Speed / quality")
-    axes[0][-1].legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
-    fig.savefig(out / "speed_quality.png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    marker per system, greedy filled, beam hollow, the Pareto front drawn."""
+    from seqkd.plots import Panel, Point, Series, frontier_plot
+
+    series = [Series(r["name"], [Point({k: r[f"{k}_{s}"] for k in ("sent_per_s", "p50_ms") if f"{k}_{s}" in r},
+                                       r[f"bleu_{s}"], s == "greedy") for s in ("greedy", "beam")])
+              for r in rows]
+    frontier_plot(series, [Panel("sent_per_s", "sentences/s (log; filled = greedy, hollow = beam)"),
+                           Panel("p50_ms", "p50 ms per sentence, one at a time (log)", -1)],
+                  out / "speed_quality.png", "Speed / quality", legend_cols=2)
 
 
 def _scheme(name: str) -> str:

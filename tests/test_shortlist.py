@@ -110,7 +110,7 @@ def test_bench_reports_median_spread_and_latency(tiny_reverse, tmp_path):
 
 
 def test_pareto_front():
-    from seqkd.report import pareto
+    from seqkd.plots import pareto
 
     pts = [(1, 10), (2, 9), (3, 5), (1.5, 8), (3, 4)]  # (speed, BLEU): (1.5, 8) and (3, 4) are dominated
     assert pareto(pts) == [0, 1, 2]
