@@ -1,8 +1,9 @@
 """Decoding speed: throughput (sentences/s, target tokens/s) and latency (one sentence at a time,
-p50/p95 ms), per engine, greedy and beam, in one run.
+p50/p95 ms), per model, engine, shortlist and search, in one interleaved run.
 
-Throughput is the median of `repeats` timings with its range; every engine sees the same lines,
-thread count and decoding settings (`DecodeConfig`: thread layout, batching, scores, vmap).
+Throughput is the median of `repeats` timings with its range, the repetitions of all variants
+interleaved; every variant sees the same lines, thread count and decoding settings (`DecodeConfig`:
+thread layout, batching, scores, vmap).
 """
 
 from __future__ import annotations
@@ -40,48 +41,67 @@ def latency(tr: Translator, lines: list[str], beam: int) -> dict:
             "mean_ms": statistics.mean(ms) if ms else float("nan")}
 
 
-def bench(model_dir: str, src: list[str], engines: list[str], beam: int = 5, threads: int = 0,
+def bench(models: str | list[str], src: list[str], engines: list[str], beam: int = 5, threads: int = 0,
           cfg: DecodeConfig | None = None, repeats: int = 1, latency_sents: int = 0,
-          refs: list[str] | None = None) -> list[dict]:
-    """Time each (engine, search) over `src`; a warm-up on a few lines precedes each measurement.
+          refs: list[str] | None = None, vmap_both: bool = False) -> list[dict]:
+    """Time every (model, engine, shortlist, search) over `src`, interleaved: each repetition times every
+    variant once, in an order rotated per repetition, so that a slow spell of the machine hits all of
+    them alike. A warm-up on a few lines precedes the first repetition; every translator stays loaded.
 
-    Throughput: the median of `repeats` timings (and the min/max). Latency: the first
-    `latency_sents` lines one at a time (0 = skip). With `refs`, each row also has the BLEU of its
-    output (sacreBLEU, with the signature).
+    Throughput: the median of `repeats` timings (and the min/max). Latency: the first `latency_sents`
+    lines one at a time, every variant in turn for each line (0 = skip). With `refs`, each row also has
+    the BLEU of its output (sacreBLEU, with the signature). `vmap_both`: with `cfg.vmap` set, every
+    CTranslate2 engine is measured both without and with the shortlist (else only with it).
     """
     from seqkd.evaluate import bleu
 
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     base = cfg or DecodeConfig()
+    vmaps = [None, base.vmap] if base.vmap and vmap_both else [base.vmap]
+    variants = []  # (model, engine name, vmap, translator, beam)
+    for model in [models] if isinstance(models, (str, Path)) else models:
+        for name in engines:
+            engine, compute = ENGINES[name]
+            for vmap in vmaps:
+                if engine == "hf" and vmap:
+                    continue  # the shortlist is a CTranslate2 feature
+                tr = Translator(model, replace(base, engine=engine, compute_type=compute, threads=threads, vmap=vmap))
+                for k in (1, beam):
+                    tr.translate(src[:16], beam=k)
+                    variants.append((str(model), name, vmap, tr, k))
+    secs: list[list[float]] = [[] for _ in variants]
+    outs: list[list] = [[] for _ in variants]
+    for rep in range(max(1, repeats)):
+        start = rep % len(variants)
+        for i in list(range(start, len(variants))) + list(range(start)):
+            tr, k = variants[i][3], variants[i][4]
+            t = time.perf_counter()
+            outs[i] = tr.translate(src, beam=k)
+            secs[i].append(time.perf_counter() - t)
+    ms: list[list[float]] = [[] for _ in variants]
+    for line in src[:latency_sents]:
+        for i, (_, _, _, tr, k) in enumerate(variants):
+            t = time.perf_counter()
+            tr.translate([line], beam=k)
+            ms[i].append(1000 * (time.perf_counter() - t))
     rows = []
-    for name in engines:
-        engine, compute = ENGINES[name]
-        if engine == "hf" and base.vmap:
-            continue  # the shortlist is a CTranslate2 feature
-        tr = Translator(model_dir, replace(base, engine=engine, compute_type=compute, threads=threads))
-        for k in (1, beam):
-            tr.translate(src[:16], beam=k)
-            secs, toks = [], 0
-            for _ in range(max(1, repeats)):
-                t = time.perf_counter()
-                out = tr.translate(src, beam=k)
-                secs.append(time.perf_counter() - t)
-                toks = sum(len(h[0].pieces) + 1 for h in out)
-            med = statistics.median(secs)
-            row = {"model": str(model_dir), "engine": name, "search": "greedy" if k == 1 else f"beam{k}",
-                   "threads": threads,
-                   "inter_threads": base.inter_threads if engine == "ct2" else 1,
-                   "vmap": bool(base.vmap) and engine == "ct2", "sentences": len(src), "repeats": len(secs),
-                   "seconds": med, "seconds_min": min(secs), "seconds_max": max(secs),
-                   "sent_per_s": len(src) / med, "sent_per_s_min": len(src) / max(secs),
-                   "sent_per_s_max": len(src) / min(secs), "tgt_tok_per_s": toks / med}
-            if refs is not None:
-                score = bleu([h[0].text for h in out], refs)
-                row.update(bleu=score.score, bleu_signature=score.signature)
-            if latency_sents:
-                row.update(latency(tr, src[:latency_sents], k))
-            rows.append(row)
+    for i, (model, name, vmap, _, k) in enumerate(variants):
+        med, out = statistics.median(secs[i]), outs[i]
+        row = {"model": model, "engine": name, "search": "greedy" if k == 1 else f"beam{k}", "threads": threads,
+               "inter_threads": base.inter_threads if ENGINES[name][0] == "ct2" else 1,
+               "vmap": bool(vmap), "sentences": len(src), "repeats": len(secs[i]),
+               "seconds": med, "seconds_min": min(secs[i]), "seconds_max": max(secs[i]),
+               "sent_per_s": len(src) / med, "sent_per_s_min": len(src) / max(secs[i]),
+               "sent_per_s_max": len(src) / min(secs[i]),
+               "tgt_tok_per_s": sum(len(h[0].pieces) + 1 for h in out) / med}
+        if refs is not None:
+            score = bleu([h[0].text for h in out], refs)
+            row.update(bleu=score.score, bleu_signature=score.signature)
+        if latency_sents:
+            row.update(latency_sentences=len(ms[i]), p50_ms=percentile(ms[i], 50), p95_ms=percentile(ms[i], 95),
+                       mean_ms=statistics.mean(ms[i]) if ms[i] else float("nan"))
+        rows.append(row)
     return rows
 
 

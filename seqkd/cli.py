@@ -133,13 +133,13 @@ def cmd_bench(a) -> None:
     from seqkd.data import DataConfig, load_pairs
     from seqkd.fsutil import write_json
 
+    if a.vmap_both and not a.vmap:
+        raise SeqkdError("--vmap-both needs --vmap PATH")
     src, refs = load_pairs(_data_cfg(a, DataConfig(test_split=a.split)), "test")
     if a.max_sents:
         src, refs = src[: a.max_sents], refs[: a.max_sents]
-    rows = []
-    for model in a.model:
-        rows += bench(model, src, a.engines.split(","), beam=a.beam, threads=a.threads, cfg=_decode_cfg(a),
-                      repeats=a.repeats, latency_sents=a.latency, refs=refs)
+    rows = bench(a.model, src, a.engines.split(","), beam=a.beam, threads=a.threads, cfg=_decode_cfg(a),
+                 repeats=a.repeats, latency_sents=a.latency, refs=refs, vmap_both=a.vmap_both)
     print(table(rows))
     if a.out:
         write_json(a.out, rows)
@@ -297,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     _run_args(s)
     s.set_defaults(func=cmd_shortlist)
 
-    s = sub.add_parser("bench", help="sentences/s, tokens/s and latency per engine, greedy and beam")
+    s = sub.add_parser("bench", help="sentences/s, tokens/s and latency per model and engine, greedy and beam "
+                                     "(interleaved repetitions)")
     s.add_argument("--model", required=True, action="append", help="model folder (repeat for several)")
     _data_args(s, split="test_2016_flickr")
     s.add_argument("--engines", default="hf,ct2,ct2-int8", help="comma list of hf, ct2, ct2-int8")
@@ -307,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--latency", type=int, default=0, metavar="N",
                    help="also translate the first N sentences one at a time: p50/p95 ms per sentence")
     s.add_argument("--out", help="write the rows as JSON")
+    s.add_argument("--vmap-both", action="store_true",
+                   help="with --vmap: measure every CTranslate2 engine both without and with the shortlist")
     _decode_args(s)
     _run_args(s, threads=False)
     s.set_defaults(func=cmd_bench)

@@ -11,6 +11,7 @@ leftovers (a checkpoint renamed without latest.json, a half-saved model, a torn 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -274,3 +275,45 @@ def test_ct2_conversion_and_export_killed(tmp_path, tiny_reverse):
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in ref.iterdir())
     assert (out / "model.bin").read_bytes() == (ref / "model.bin").read_bytes()
     assert json.loads((out / "export.json").read_text()) == json.loads((ref / "export.json").read_text())
+
+
+def test_ctrl_c_after_the_last_step_keeps_the_finished_run(tmp_path, monkeypatch):
+    """Ctrl-C while a run finishes (after its last step, during clean-up): the model and
+    train_result.json are written whole, then KeyboardInterrupt stops whatever called train(); the
+    same call again finds the run done and returns the same result without training."""
+    from conftest import reverse_task
+
+    from seqkd import validation
+    from seqkd.models import ModelConfig, build_model
+    from seqkd.train import TrainConfig, TrainData, train
+    from seqkd.vocab import VocabConfig, train_vocab
+
+    src, tgt = reverse_task(600, seed=1)
+    val_src, val_tgt = reverse_task(50, seed=2)
+    vocab = train_vocab(src, tgt, VocabConfig(size=40), tmp_path / "vocab")
+    cfg = TrainConfig(max_tokens=512, lr=1e-3, warmup_steps=10, max_epochs=3, log_every=10, ckpt_every=10_000,
+                      val_bleu=False)
+    data = TrainData(src, tgt, val_src, val_tgt)
+    out = tmp_path / "run"
+    real_cleanup = validation.cleanup
+
+    def ctrl_c_then_cleanup(run) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # the handler only records it; the run goes on finishing
+        real_cleanup(run)
+
+    monkeypatch.setattr(validation, "cleanup", ctrl_c_then_cleanup)
+    with pytest.raises(KeyboardInterrupt):
+        train(out, cfg, build_model(ModelConfig("tiny"), vocab.size, vocab.pad_id, vocab.eos_id, seed=1), vocab,
+              data, progress=False)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
+    result = json.loads((out / "train_result.json").read_text())
+    assert result["epochs"] == 3 and (out / "model.safetensors").exists()
+    assert_no_partial_files(out)
+    rows = map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+    nll = [r["val_nll"] for r in rows if r["type"] == "val"]
+    assert nll[-1] < nll[0] - 0.1 and nll[-1] < 0.8 * math.log(vocab.size), nll  # it learned something
+
+    monkeypatch.setattr(validation, "cleanup", real_cleanup)
+    again = train(out, cfg, build_model(ModelConfig("tiny"), vocab.size, vocab.pad_id, vocab.eos_id, seed=1), vocab,
+                  data, progress=False)
+    assert again == result
