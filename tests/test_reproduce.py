@@ -106,6 +106,10 @@ def test_seeds_and_claims_in_report(tiny_run):
     report = (out / "report.md").read_text()
     assert report.startswith("**Smoke test only") and "| Q2:" in report and "± " in report
     assert "fastest settings chosen on validation" in report
+    assert res["fast_pick"]["within_budget"] == pick["within_budget"]  # tiny: False (fast_max_drop 0)
+    assert ("not the fastest" in report) == (not pick["within_budget"])
+    gap, bl = res["claims"]["greedy_beam_gap"], res["seeds"]["baseline"]
+    assert gap["seeds"] == 2 and gap["baseline"] == pytest.approx(bl["bleu_beam"]["mean"] - bl["bleu_greedy"]["mean"])
 
 
 def test_tiny_preset_reverse_direction(tmp_path, multi30k_dir):
