@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The "Fast students" table of docs/RESULTS.md (issue 10): the teacher, the best student, its small
 # counterpart and every fast (deep-encoder / shallow-decoder) student of a finished multi30k grid,
-# float32 and int8, without and with the lexical shortlist, greedy and beam 5, on test_2016_flickr.
-# Each thread layout is one `seqkd bench` run in which every row's 3 repetitions are interleaved;
-# latency is one sentence at a time (p50/p95 over 200 sentences). Run it with nothing else running.
+# float32 and int8, without and with the lexical shortlist, two thread layouts (1 batch x 2 threads,
+# 2 batches x 1 thread; engine batching, no scores for greedy), greedy and beam 5, on test_2016_flickr.
+# One `seqkd bench` run: every row's 3 repetitions interleaved with all others (median and range);
+# latency one sentence at a time (p50/p95 over 200 sentences). Run it with nothing else running.
 #   bash benchmarks/fast_students.sh [RUN_DIR] [OUT_DIR] [extra seqkd bench flags, e.g. --max-sents 20]
 set -euo pipefail
 RUN=${1:-runs/multi30k-de-en}
@@ -15,9 +16,6 @@ models=(--model "$RUN/teacher" --model "$RUN/$best")
 for d in "$RUN"/fast_student-*; do
   case "$d" in *_seq_kd) ;; *) models+=(--model "$d") ;; esac
 done
-common=(bench "${models[@]}" --engines ct2,ct2-int8 --vmap "$RUN/shortlist/vmap.txt" --vmap-both
-        --beam 5 --repeats 3 --latency 200 --threads 2 --quiet "$@")
-# 1 batch x 2 threads (the default layout) and 2 batches x 1 thread with engine batching, no scores
-seqkd "${common[@]}" --out "$OUT/fast_students_1x2.json" --plot "$OUT/fast_students_1x2.png"
-seqkd "${common[@]}" --inter-threads 2 --engine-batching --no-scores \
-  --out "$OUT/fast_students_2x1.json" --plot "$OUT/fast_students_2x1.png"
+seqkd bench "${models[@]}" --engines ct2,ct2-int8 --vmap "$RUN/shortlist/vmap.txt" --vmap-both \
+  --layouts 1,2 --engine-batching --no-scores --beam 5 --repeats 3 --latency 200 --threads 2 --quiet \
+  --out "$OUT/fast_students.json" --plot "$OUT/fast_students.png" "$@"

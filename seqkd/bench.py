@@ -30,28 +30,38 @@ def percentile(values: list[float], q: float) -> float:
     return v[lo] + (v[hi] - v[lo]) * (k - lo)
 
 
-def latency(tr: Translator, lines: list[str], beam: int) -> dict:
-    """Milliseconds per sentence translated alone (batch of one), as an interactive user sees it."""
-    ms = []
-    for line in lines:
-        t = time.perf_counter()
-        tr.translate([line], beam=beam)
-        ms.append(1000 * (time.perf_counter() - t))
+def latency_stats(ms: list[float]) -> dict:
+    """p50 / p95 / mean of per-sentence milliseconds."""
     return {"latency_sentences": len(ms), "p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95),
             "mean_ms": statistics.mean(ms) if ms else float("nan")}
 
 
+def _time_one(tr: Translator, line: str, beam: int) -> float:
+    t = time.perf_counter()
+    tr.translate([line], beam=beam)
+    return 1000 * (time.perf_counter() - t)
+
+
+def latency(tr: Translator, lines: list[str], beam: int) -> dict:
+    """Milliseconds per sentence translated alone (batch of one), as an interactive user sees it."""
+    return latency_stats([_time_one(tr, line, beam) for line in lines])
+
+
 def bench(models: str | list[str], src: list[str], engines: list[str], beam: int = 5, threads: int = 0,
           cfg: DecodeConfig | None = None, repeats: int = 1, latency_sents: int = 0,
-          refs: list[str] | None = None, vmap_both: bool = False) -> list[dict]:
-    """Time every (model, engine, shortlist, search) over `src`, interleaved: each repetition times every
-    variant once, in an order rotated per repetition, so that a slow spell of the machine hits all of
-    them alike. A warm-up on a few lines precedes the first repetition; every translator stays loaded.
+          refs: list[str] | None = None, vmap_both: bool = False,
+          layouts: list[int] | None = None) -> list[dict]:
+    """Time every (model, engine, shortlist, thread layout, search) over `src`, interleaved: each
+    repetition times every variant once, in an order rotated per repetition, so that a slow spell of the
+    machine hits all of them alike. A warm-up on a few lines precedes the first repetition; every
+    translator stays loaded.
 
     Throughput: the median of `repeats` timings (and the min/max). Latency: the first `latency_sents`
     lines one at a time, every variant in turn for each line (0 = skip). With `refs`, each row also has
     the BLEU of its output (sacreBLEU, with the signature). `vmap_both`: with `cfg.vmap` set, every
-    CTranslate2 engine is measured both without and with the shortlist (else only with it).
+    CTranslate2 engine is measured both without and with the shortlist (else only with it). `layouts`:
+    CTranslate2 inter_threads values to compare (each batch then gets threads // inter_threads threads;
+    default: cfg.inter_threads alone).
     """
     from seqkd.evaluate import bleu
 
@@ -59,38 +69,38 @@ def bench(models: str | list[str], src: list[str], engines: list[str], beam: int
     torch.set_num_threads(threads)
     base = cfg or DecodeConfig()
     vmaps = [None, base.vmap] if base.vmap and vmap_both else [base.vmap]
-    variants = []  # (model, engine name, vmap, translator, beam)
+    variants = []  # (row fields, translator, beam)
     for model in [models] if isinstance(models, (str, Path)) else models:
         for name in engines:
             engine, compute = ENGINES[name]
             for vmap in vmaps:
-                if engine == "hf" and vmap:
-                    continue  # the shortlist is a CTranslate2 feature
-                tr = Translator(model, replace(base, engine=engine, compute_type=compute, threads=threads, vmap=vmap))
-                for k in (1, beam):
-                    tr.translate(src[:16], beam=k)
-                    variants.append((str(model), name, vmap, tr, k))
+                for inter in (layouts or [base.inter_threads]) if engine == "ct2" else [1]:
+                    if engine == "hf" and vmap:
+                        continue  # the shortlist is a CTranslate2 feature
+                    tr = Translator(model, replace(base, engine=engine, compute_type=compute, threads=threads,
+                                                   vmap=vmap, inter_threads=inter))
+                    for k in (1, beam):
+                        tr.translate(src[:16], beam=k)
+                        variants.append(({"model": str(model), "engine": name, "search": "greedy" if k == 1
+                                          else f"beam{k}", "threads": threads, "inter_threads": inter,
+                                          "vmap": bool(vmap)}, tr, k))
     secs: list[list[float]] = [[] for _ in variants]
     outs: list[list] = [[] for _ in variants]
     for rep in range(max(1, repeats)):
         start = rep % len(variants)
         for i in list(range(start, len(variants))) + list(range(start)):
-            tr, k = variants[i][3], variants[i][4]
+            _, tr, k = variants[i]
             t = time.perf_counter()
             outs[i] = tr.translate(src, beam=k)
             secs[i].append(time.perf_counter() - t)
     ms: list[list[float]] = [[] for _ in variants]
     for line in src[:latency_sents]:
-        for i, (_, _, _, tr, k) in enumerate(variants):
-            t = time.perf_counter()
-            tr.translate([line], beam=k)
-            ms[i].append(1000 * (time.perf_counter() - t))
+        for i, (_, tr, k) in enumerate(variants):
+            ms[i].append(_time_one(tr, line, k))
     rows = []
-    for i, (model, name, vmap, _, k) in enumerate(variants):
+    for i, (fields, _, _) in enumerate(variants):
         med, out = statistics.median(secs[i]), outs[i]
-        row = {"model": model, "engine": name, "search": "greedy" if k == 1 else f"beam{k}", "threads": threads,
-               "inter_threads": base.inter_threads if ENGINES[name][0] == "ct2" else 1,
-               "vmap": bool(vmap), "sentences": len(src), "repeats": len(secs[i]),
+        row = {**fields, "sentences": len(src), "repeats": len(secs[i]),
                "seconds": med, "seconds_min": min(secs[i]), "seconds_max": max(secs[i]),
                "sent_per_s": len(src) / med, "sent_per_s_min": len(src) / max(secs[i]),
                "sent_per_s_max": len(src) / min(secs[i]),
@@ -99,23 +109,31 @@ def bench(models: str | list[str], src: list[str], engines: list[str], beam: int
             score = bleu([h[0].text for h in out], refs)
             row.update(bleu=score.score, bleu_signature=score.signature)
         if latency_sents:
-            row.update(latency_sentences=len(ms[i]), p50_ms=percentile(ms[i], 50), p95_ms=percentile(ms[i], 95),
-                       mean_ms=statistics.mean(ms[i]) if ms[i] else float("nan"))
+            row.update(latency_stats(ms[i]))
         rows.append(row)
     return rows
 
 
+def _layout(r: dict) -> str:
+    """inter_threads x threads per batch, e.g. 2x1."""
+    return f"{r['inter_threads']}x{max(1, r['threads'] // r['inter_threads'])}"
+
+
+def _engine(r: dict) -> str:
+    return f"{r['engine']}{' +vmap' if r.get('vmap') else ''}"
+
+
 def label(r: dict) -> str:
-    return f"{Path(r['model']).name} {r['engine']}{' +vmap' if r.get('vmap') else ''} {r['search']}"
+    return f"{Path(r['model']).name} {_engine(r)} {_layout(r)} {r['search']}"
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | engine | search | threads | sentences | BLEU | seconds (median) | sent/s (range) | "
-             "target tok/s | p50 ms | p95 ms |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | engine | search | threads (batches x per batch) | sentences | BLEU | seconds (median) | "
+             "sent/s (range) | target tok/s | p50 ms | p95 ms |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lat = (f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f}" if "p50_ms" in r else " | ")
-        lines.append(f"| {Path(r['model']).name} | {r['engine']}{' +vmap' if r.get('vmap') else ''} | {r['search']} | "
-                     f"{r['threads']} | {r['sentences']} | {r.get('bleu', float('nan')):.2f} | {r['seconds']:.2f} | "
+        lines.append(f"| {Path(r['model']).name} | {_engine(r)} | {r['search']} | "
+                     f"{_layout(r)} | {r['sentences']} | {r.get('bleu', float('nan')):.2f} | {r['seconds']:.2f} | "
                      f"{r['sent_per_s']:.1f} ({r['sent_per_s_min']:.1f}-{r['sent_per_s_max']:.1f}) | "
                      f"{r['tgt_tok_per_s']:.0f} | {lat} |")
     return "\n".join(lines)

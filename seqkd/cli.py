@@ -16,20 +16,21 @@ from seqkd.fsutil import SeqkdError, is_no_space, no_space
 log = logging.getLogger("seqkd")
 
 
-def _layers(text: str | None, flag: str) -> list[int]:
+def _ints(text: str | None, flag: str) -> list[int]:
+    """A comma list of integers given to `flag` ([] when not given)."""
     if not text:
         return []
     try:
         return [int(x) for x in text.split(",")]
     except ValueError as e:
-        raise SeqkdError(f"{flag} {text!r}: expected comma-separated layer indices, e.g. 0,2") from e
+        raise SeqkdError(f"{flag} {text!r}: expected comma-separated integers, e.g. 0,2") from e
 
 
 def cmd_shrink(a) -> None:
     from seqkd.shrink import ShrinkConfig, shrink
 
-    cfg = ShrinkConfig(_layers(a.keep_encoder_layers, "--keep-encoder-layers"),
-                       _layers(a.keep_decoder_layers, "--keep-decoder-layers"))
+    cfg = ShrinkConfig(_ints(a.keep_encoder_layers, "--keep-encoder-layers"),
+                       _ints(a.keep_decoder_layers, "--keep-decoder-layers"))
     print(json.dumps(shrink(a.model, a.out, cfg), indent=2))
 
 
@@ -135,11 +136,14 @@ def cmd_bench(a) -> None:
 
     if a.vmap_both and not a.vmap:
         raise SeqkdError("--vmap-both needs --vmap PATH")
+    if any(n < 1 for n in _ints(a.layouts, "--layouts")):
+        raise SeqkdError(f"--layouts {a.layouts!r}: inter_threads values must be >= 1")
     src, refs = load_pairs(_data_cfg(a, DataConfig(test_split=a.split)), "test")
     if a.max_sents:
         src, refs = src[: a.max_sents], refs[: a.max_sents]
     rows = bench(a.model, src, a.engines.split(","), beam=a.beam, threads=a.threads, cfg=_decode_cfg(a),
-                 repeats=a.repeats, latency_sents=a.latency, refs=refs, vmap_both=a.vmap_both)
+                 repeats=a.repeats, latency_sents=a.latency, refs=refs, vmap_both=a.vmap_both,
+                 layouts=_ints(a.layouts, "--layouts") or None)
     print(table(rows))
     if a.out:
         write_json(a.out, rows)
@@ -310,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="write the rows as JSON")
     s.add_argument("--vmap-both", action="store_true",
                    help="with --vmap: measure every CTranslate2 engine both without and with the shortlist")
+    s.add_argument("--layouts", metavar="N,N",
+                   help="CTranslate2 inter_threads values to compare in the same run, e.g. 1,2 (default: "
+                        "--inter-threads alone)")
     _decode_args(s)
     _run_args(s, threads=False)
     s.set_defaults(func=cmd_bench)

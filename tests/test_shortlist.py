@@ -96,20 +96,22 @@ def test_bench_reports_median_spread_and_latency(tiny_reverse, tmp_path):
     vmap = write_vmap({"": sorted(set(v.token_to_id) - SPECIAL)}, tmp_path / "all.vmap")
     cfg = DecodeConfig(inter_threads=2, engine_batching=True, return_scores=False, vmap=str(vmap))
     rows = bench([str(model_dir)], src[:60], ["hf", "ct2", "ct2-int8"], beam=3, threads=2, cfg=cfg, repeats=3,
-                 latency_sents=10, refs=tgt[:60], vmap_both=True)
-    assert [(r["engine"], r["vmap"], r["search"]) for r in rows] == [
-        ("hf", False, "greedy"), ("hf", False, "beam3"),  # hf only without: the shortlist is a CTranslate2 feature
-        *((e, v, s) for e in ("ct2", "ct2-int8") for v in (False, True) for s in ("greedy", "beam3"))]
+                 latency_sents=10, refs=tgt[:60], vmap_both=True, layouts=[1, 2])
+    assert [(r["engine"], r["vmap"], r["inter_threads"], r["search"]) for r in rows] == [
+        ("hf", False, 1, "greedy"), ("hf", False, 1, "beam3"),  # hf: no shortlist (a CTranslate2 feature), no layouts
+        *((e, v, n, s) for e in ("ct2", "ct2-int8") for v in (False, True) for n in (1, 2)
+          for s in ("greedy", "beam3"))]
     for r in rows:
-        assert r["repeats"] == 3 and r["inter_threads"] == (2 if r["engine"] != "hf" else 1)
+        assert r["repeats"] == 3
         assert r["sent_per_s_min"] <= r["sent_per_s"] <= r["sent_per_s_max"]
         assert 0 < r["p50_ms"] <= r["p95_ms"] and r["latency_sentences"] == 10
         assert r["bleu"] > 50 and "nrefs:1" in r["bleu_signature"]
-    by = {(r["engine"], r["vmap"], r["search"]): r["bleu"] for r in rows}
-    for e in ("ct2", "ct2-int8"):  # a shortlist of every token changes nothing
-        assert by[e, True, "greedy"] == by[e, False, "greedy"] and by[e, True, "beam3"] == by[e, False, "beam3"]
-    assert by["ct2", False, "greedy"] == pytest.approx(by["hf", False, "greedy"], abs=0.5)
-    assert "+vmap" in table(rows)
+    by = {(r["engine"], r["vmap"], r["inter_threads"], r["search"]): r["bleu"] for r in rows}
+    for e in ("ct2", "ct2-int8"):  # neither a shortlist of every token nor the thread layout changes the output
+        for s in ("greedy", "beam3"):
+            assert by[e, True, 1, s] == by[e, False, 1, s] == by[e, False, 2, s] == by[e, True, 2, s], (e, s)
+    assert by["ct2", False, 1, "greedy"] == pytest.approx(by["hf", False, 1, "greedy"], abs=0.5)
+    assert "+vmap" in table(rows) and "| 2x1 |" in table(rows) and "| 1x2 |" in table(rows)
     frontier_plot(rows, tmp_path / "frontier.png")
     assert (tmp_path / "frontier.png").stat().st_size > 1000
 
