@@ -74,9 +74,9 @@ def bench(models: str | list[str], src: list[str], engines: list[str], beam: int
         for name in engines:
             engine, compute = ENGINES[name]
             for vmap in vmaps:
+                if engine == "hf" and vmap:
+                    continue  # the shortlist is a CTranslate2 feature
                 for inter in (layouts or [base.inter_threads]) if engine == "ct2" else [1]:
-                    if engine == "hf" and vmap:
-                        continue  # the shortlist is a CTranslate2 feature
                     tr = Translator(model, replace(base, engine=engine, compute_type=compute, threads=threads,
                                                    vmap=vmap, inter_threads=inter))
                     for k in (1, beam):

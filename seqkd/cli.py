@@ -136,14 +136,15 @@ def cmd_bench(a) -> None:
 
     if a.vmap_both and not a.vmap:
         raise SeqkdError("--vmap-both needs --vmap PATH")
-    if any(n < 1 for n in _ints(a.layouts, "--layouts")):
+    layouts = _ints(a.layouts, "--layouts")
+    if any(n < 1 for n in layouts):
         raise SeqkdError(f"--layouts {a.layouts!r}: inter_threads values must be >= 1")
     src, refs = load_pairs(_data_cfg(a, DataConfig(test_split=a.split)), "test")
     if a.max_sents:
         src, refs = src[: a.max_sents], refs[: a.max_sents]
     rows = bench(a.model, src, a.engines.split(","), beam=a.beam, threads=a.threads, cfg=_decode_cfg(a),
                  repeats=a.repeats, latency_sents=a.latency, refs=refs, vmap_both=a.vmap_both,
-                 layouts=_ints(a.layouts, "--layouts") or None)
+                 layouts=layouts or None)
     print(table(rows))
     if a.out:
         write_json(a.out, rows)
