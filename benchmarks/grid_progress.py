@@ -1,5 +1,8 @@
-"""Where an unfinished (or finished) `seqkd reproduce` run stands: every finished stage's wall time (its
-`stage.json`, time while stopped excluded) and, for training stages, epochs and best validation BLEU;
+"""Where an unfinished (or finished) `seqkd reproduce` run stands: every stage's wall time (its
+`clock.json`, time while stopped excluded; a stage still training is marked "running"); for training
+stages the epochs, minutes per epoch (clock minutes / epochs, validation included) and best validation
+BLEU; the mean ± sd over seeds of the best validation BLEU of baseline and seq_kd
+(`seqkd.report.seed_stats`, as the report computes it on test) and the gap of the means;
 `--curves` prints the per-epoch validation BLEU of the named stages as a markdown table.
 
     python benchmarks/grid_progress.py --run runs/multi30k-de-en \\
@@ -12,11 +15,18 @@ import argparse
 import json
 from pathlib import Path
 
+from seqkd.report import seed_stats
+
+
+def val_rows(stage: Path) -> list[dict]:
+    """The stage's validation rows from metrics.jsonl, in order."""
+    rows = (json.loads(ln) for ln in (stage / "metrics.jsonl").read_text().splitlines() if ln.strip())
+    return [r for r in rows if r["type"] == "val"]
+
 
 def val_curve(stage: Path) -> dict[int, float]:
-    """epoch -> validation greedy BLEU, from the stage's metrics.jsonl."""
-    rows = (json.loads(ln) for ln in (stage / "metrics.jsonl").read_text().splitlines() if ln.strip())
-    return {r["epoch"]: r["val_bleu"] for r in rows if r["type"] == "val"}
+    """epoch -> validation greedy BLEU (the last validation of an epoch run more than once)."""
+    return {r["epoch"]: r["val_bleu"] for r in val_rows(stage)}
 
 
 def main() -> None:
@@ -24,19 +34,34 @@ def main() -> None:
     p.add_argument("--run", default="runs/multi30k-de-en", help="a reproduce run folder")
     p.add_argument("--out", help="write {stage: seconds} of the finished stages as JSON")
     p.add_argument("--curves", default="", help="comma list of training stages to tabulate per epoch")
+    p.add_argument("--seeds", default="1,2,3", help="the preset's seeds (the first is the unsuffixed stage)")
     a = p.parse_args()
-    run, seconds = Path(a.run), {}
-    print("| stage | minutes | epochs | best val BLEU (epoch) |\n|---|---|---|---|")
-    for d in sorted(x for x in run.iterdir() if (x / "stage.json").exists()):
-        seconds[d.name] = round(json.loads((d / "stage.json").read_text())["seconds"], 1)
-        ep, best = "", ""
-        if (d / "train_result.json").exists():
-            r, curve = json.loads((d / "train_result.json").read_text()), val_curve(d)
-            top = max(curve, key=curve.get)
-            ep, best = r["epochs"], f"{curve[top]:.2f} ({top})"
-        print(f"| {d.name} | {seconds[d.name] / 60:.1f} | {ep} | {best} |")
+    run, seconds, best = Path(a.run), {}, []
+    print("| stage | minutes | epochs | min/epoch | best val BLEU (epoch) |\n|---|---|---|---|---|")
+    for d in sorted(x for x in run.iterdir() if (x / "stage.json").exists() or (x / "clock.json").exists()):
+        done = (d / "stage.json").exists()
+        secs = json.loads((d / ("stage.json" if done else "clock.json")).read_text())["seconds"]
+        if done:
+            seconds[d.name] = round(secs, 1)
+        ep = per_epoch = top = ""
+        if (d / "metrics.jsonl").exists() and (vals := val_rows(d)):
+            curve = {r["epoch"]: r["val_bleu"] for r in vals}
+            e = max(curve, key=curve.get)
+            ep, top = len(curve), f"{curve[e]:.2f} ({e})"
+            per_epoch = f"{secs / len(curve) / 60:.1f}"
+            best.append({"name": d.name, "val_bleu": curve[e]})
+        print(f"| {d.name} | {secs / 60:.1f}{'' if done else ' (running)'} | {ep} | {per_epoch} | {top} |")
     if a.out:
         Path(a.out).write_text(json.dumps(seconds, indent=1) + "\n")
+    stats = seed_stats(best, [int(x) for x in a.seeds.split(",")], keys=("val_bleu",))
+    for system, s in stats.items():
+        v = s["val_bleu"]
+        print(f"\n{system}: best val BLEU over {s['n']} seeds {' / '.join(f'{x:.2f}' for x in v['values'])}, "
+              f"mean {v['mean']:.2f} ± {v['sd']:.2f} (sd)", end="")
+    if len(stats) == 2:
+        gap = stats["seq_kd"]["val_bleu"]["mean"] - stats["baseline"]["val_bleu"]["mean"]
+        print(f"\nseq_kd - baseline, means: {gap:+.2f}", end="")
+    print()
     names = [n for n in a.curves.split(",") if n]
     if names:
         curves = {n: val_curve(run / n) for n in names}

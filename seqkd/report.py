@@ -66,7 +66,7 @@ def write_report(out: Path, cfg, runner, systems: list[str], best: str, wall: fl
         "wall_seconds": sum(runner.seconds.values()), "wall_seconds_this_invocation": wall,
         "stage_seconds": runner.seconds, "stages_run_now": runner.ran, "best_student": best,
         "machine": machine_info(cfg.threads), "config": asdict(cfg), "systems": rows,
-        "seeds": _seed_stats(rows, cfg.seeds), "speed": speed,
+        "seeds": seed_stats(rows, cfg.seeds), "speed": speed,
     }
     if (out / "fast" / "source.json").exists():  # how `fast` was chosen (on validation)
         pick = json.loads((out / "fast" / "source.json").read_text())
@@ -78,8 +78,9 @@ def write_report(out: Path, cfg, runner, systems: list[str], best: str, wall: fl
     return results
 
 
-def _seed_stats(rows: list[dict], seeds) -> dict:
-    """Mean and sample sd over seeds of baseline and seq_kd (main size), greedy and beam BLEU."""
+def seed_stats(rows: list[dict], seeds, keys: tuple[str, ...] = ("bleu_greedy", "bleu_beam")) -> dict:
+    """Mean and sample sd over seeds of baseline and seq_kd (main size), of each metric in `keys`
+    (default: test greedy and beam BLEU; benchmarks/grid_progress.py passes best validation BLEU)."""
     import statistics
 
     by = {r["name"]: r for r in rows}
@@ -90,7 +91,7 @@ def _seed_stats(rows: list[dict], seeds) -> dict:
         if len(got) < 2:
             continue
         out[system] = {"n": len(got), "seeds": list(seeds)[: len(got)]}
-        for key in ("bleu_greedy", "bleu_beam"):
+        for key in keys:
             vals = [g[key] for g in got]
             out[system][key] = {"mean": statistics.mean(vals), "sd": statistics.stdev(vals), "values": vals}
     return out
