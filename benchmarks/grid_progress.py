@@ -2,8 +2,9 @@
 `clock.json`, time while stopped excluded; a stage still training is marked "running"); for training
 stages the epochs, minutes per epoch (clock minutes / epochs, validation included) and best validation
 BLEU; the mean ± sd over seeds of the best validation BLEU of baseline and seq_kd
-(`seqkd.report.seed_stats`, as the report computes it on test) and the gap of the means;
-`--curves` prints the per-epoch validation BLEU of the named stages as a markdown table.
+(`seqkd.report.seed_stats`, as the report computes it on test) and the gap of the means; the
+finished stages' total hours; `--curves` prints the per-epoch validation BLEU of the named stages as
+a markdown table.
 
     python benchmarks/grid_progress.py --run runs/multi30k-de-en \\
         --out docs/results/multi30k-de-en/stage_seconds-partial.json --curves baseline,seq_kd
@@ -51,6 +52,10 @@ def main() -> None:
             per_epoch = f"{secs / len(curve) / 60:.1f}"
             best.append({"name": d.name, "val_bleu": curve[e]})
         print(f"| {d.name} | {secs / 60:.1f}{'' if done else ' (running)'} | {ep} | {per_epoch} | {top} |")
+    running = sum(json.loads((d / "clock.json").read_text())["seconds"] for d in run.iterdir()
+                  if (d / "clock.json").exists() and not (d / "stage.json").exists())
+    print(f"\nfinished stages: {len(seconds)}, {sum(seconds.values()) / 3600:.2f} h of stage clock time"
+          f" (+ {running / 3600:.2f} h in the running stage)")
     if a.out:
         Path(a.out).write_text(json.dumps(seconds, indent=1) + "\n")
     stats = seed_stats(best, [int(x) for x in a.seeds.split(",")], keys=("val_bleu",))
