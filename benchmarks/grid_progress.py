@@ -1,10 +1,11 @@
 """Where an unfinished (or finished) `seqkd reproduce` run stands: every stage's wall time (its
 `clock.json`, time while stopped excluded; a stage still training is marked "running"); for training
-stages the epochs, minutes per epoch (clock minutes / epochs, validation included) and best validation
-BLEU; the mean ± sd over seeds of the best validation BLEU of baseline and seq_kd
-(`seqkd.report.seed_stats`, as the report computes it on test) and the gap of the means; the
-finished stages' total hours; `--curves` prints the per-epoch validation BLEU of the named stages as
-a markdown table.
+stages the epochs, minutes per epoch (clock minutes / epochs, validation included), best validation BLEU
+and, for fine-tunings, the stage they started from with the gain over its best; the mean ± sd over seeds
+of the best validation BLEU of baseline and seq_kd (`seqkd.report.seed_stats`, as the report computes it
+on test) and the gap of the means; the finished stages' total hours; `--curves` prints the per-epoch
+validation BLEU of the named stages as a markdown table; `--rss` the peak resident memory per hour of
+benchmarks/rss_sampler.sh's last run.
 
     python benchmarks/grid_progress.py --run runs/multi30k-de-en \\
         --out docs/results/multi30k-de-en/stage_seconds-partial.json --curves baseline,seq_kd
@@ -19,15 +20,25 @@ from pathlib import Path
 from seqkd.report import seed_stats
 
 
-def val_rows(stage: Path) -> list[dict]:
-    """The stage's validation rows from metrics.jsonl, in order."""
-    rows = (json.loads(ln) for ln in (stage / "metrics.jsonl").read_text().splitlines() if ln.strip())
-    return [r for r in rows if r["type"] == "val"]
-
-
 def val_curve(stage: Path) -> dict[int, float]:
-    """epoch -> validation greedy BLEU (the last validation of an epoch run more than once)."""
-    return {r["epoch"]: r["val_bleu"] for r in val_rows(stage)}
+    """epoch -> validation greedy BLEU (the last validation of an epoch run more than once); {} if none."""
+    if not (stage / "metrics.jsonl").exists():
+        return {}
+    rows = (json.loads(ln) for ln in (stage / "metrics.jsonl").read_text().splitlines() if ln.strip())
+    return {r["epoch"]: r["val_bleu"] for r in rows if r["type"] == "val"}
+
+
+def rss_by_hour(log: Path) -> tuple[str, dict[str, float]]:
+    """The last run of benchmarks/rss_sampler.sh in `log` (after its last "---" marker): the marker and
+    the peak RSS in GB of each clock hour."""
+    marker, peaks = "", {}
+    for ln in log.read_text().splitlines():
+        if ln.startswith("---"):
+            marker, peaks = ln.strip("- "), {}
+        elif ln.strip():
+            t, kib = ln.split()
+            peaks[t[:2]] = max(peaks.get(t[:2], 0.0), int(kib) / 1e6)
+    return marker, peaks
 
 
 def main() -> None:
@@ -35,25 +46,29 @@ def main() -> None:
     p.add_argument("--run", default="runs/multi30k-de-en", help="a reproduce run folder")
     p.add_argument("--out", help="write {stage: seconds} of the finished stages as JSON")
     p.add_argument("--curves", default="", help="comma list of training stages to tabulate per epoch")
+    p.add_argument("--rss", help="a log of benchmarks/rss_sampler.sh: peak RSS per hour of its last run")
     p.add_argument("--seeds", default="1,2,3", help="the preset's seeds (the first is the unsuffixed stage)")
     a = p.parse_args()
-    run, seconds, best = Path(a.run), {}, []
-    print("| stage | minutes | epochs | min/epoch | best val BLEU (epoch) |\n|---|---|---|---|---|")
+    run, seconds, best, running = Path(a.run), {}, [], 0.0
+    print("| stage | minutes | epochs | min/epoch | best val BLEU (epoch) | from (gain) |\n|---|---|---|---|---|---|")
     for d in sorted(x for x in run.iterdir() if (x / "stage.json").exists() or (x / "clock.json").exists()):
         done = (d / "stage.json").exists()
         secs = json.loads((d / ("stage.json" if done else "clock.json")).read_text())["seconds"]
         if done:
             seconds[d.name] = round(secs, 1)
-        ep = per_epoch = top = ""
-        if (d / "metrics.jsonl").exists() and (vals := val_rows(d)):
-            curve = {r["epoch"]: r["val_bleu"] for r in vals}
+        else:
+            running += secs
+        ep = per_epoch = top = origin = ""
+        if curve := val_curve(d):
             e = max(curve, key=curve.get)
             ep, top = len(curve), f"{curve[e]:.2f} ({e})"
             per_epoch = f"{secs / len(curve) / 60:.1f}"
             best.append({"name": d.name, "val_bleu": curve[e]})
-        print(f"| {d.name} | {secs / 60:.1f}{'' if done else ' (running)'} | {ep} | {per_epoch} | {top} |")
-    running = sum(json.loads((d / "clock.json").read_text())["seconds"] for d in run.iterdir()
-                  if (d / "clock.json").exists() and not (d / "stage.json").exists())
+            init = json.loads((d / "train_config.json").read_text()).get("init_from") \
+                if (d / "train_config.json").exists() else None
+            if init and (parent := val_curve(run / Path(init).name)):
+                origin = f"{Path(init).name} ({curve[e] - max(parent.values()):+.2f})"
+        print(f"| {d.name} | {secs / 60:.1f}{'' if done else ' (running)'} | {ep} | {per_epoch} | {top} | {origin} |")
     print(f"\nfinished stages: {len(seconds)}, {sum(seconds.values()) / 3600:.2f} h of stage clock time"
           f" (+ {running / 3600:.2f} h in the running stage)")
     if a.out:
@@ -67,6 +82,9 @@ def main() -> None:
         gap = stats["seq_kd"]["val_bleu"]["mean"] - stats["baseline"]["val_bleu"]["mean"]
         print(f"\nseq_kd - baseline, means: {gap:+.2f}", end="")
     print()
+    if a.rss:
+        marker, peaks = rss_by_hour(Path(a.rss))
+        print(f"\npeak RSS per hour since '{marker}': " + ", ".join(f"{h}h {g:.2f} GB" for h, g in peaks.items()))
     names = [n for n in a.curves.split(",") if n]
     if names:
         curves = {n: val_curve(run / n) for n in names}
