@@ -4,7 +4,8 @@ stages the epochs, minutes per epoch (clock minutes / epochs, validation include
 and, for fine-tunings, the stage they started from with the gain over its best; the mean ± sd over seeds
 of the best validation BLEU of baseline and seq_kd (`seqkd.report.seed_stats`, as the report computes it
 on test) and the gap of the means; the finished stages' total hours; `--curves` prints the per-epoch
-validation BLEU of the named stages as a markdown table; `--rss` the peak resident memory per hour of
+validation BLEU of the named stages as a markdown table; `--compare A,B` how far B is ahead of A per
+epoch and at their bests; `--rss` the peak resident memory per hour of
 benchmarks/rss_sampler.sh's last run.
 
     python benchmarks/grid_progress.py --run runs/multi30k-de-en \\
@@ -46,6 +47,7 @@ def main() -> None:
     p.add_argument("--run", default="runs/multi30k-de-en", help="a reproduce run folder")
     p.add_argument("--out", help="write {stage: seconds} of the finished stages as JSON")
     p.add_argument("--curves", default="", help="comma list of training stages to tabulate per epoch")
+    p.add_argument("--compare", help="two training stages A,B: B's validation BLEU minus A's, per epoch and best")
     p.add_argument("--rss", help="a log of benchmarks/rss_sampler.sh: peak RSS per hour of its last run")
     p.add_argument("--seeds", default="1,2,3", help="the preset's seeds (the first is the unsuffixed stage)")
     a = p.parse_args()
@@ -92,6 +94,17 @@ def main() -> None:
         print("\n| epoch | " + " | ".join(map(str, epochs)) + " |\n|---|" + "---|" * len(epochs))
         for n, c in curves.items():
             print(f"| {n} | " + " | ".join(f"{c[e]:.2f}" if e in c else "" for e in epochs) + " |")
+    if a.compare:
+        first, second = a.compare.split(",")
+        ca, cb = val_curve(run / first), val_curve(run / second)
+        common = sorted(set(ca) & set(cb))
+        diff = [cb[e] - ca[e] for e in common]
+        print(f"\n{second} - {first}, val BLEU at epochs {common[0]}-{common[-1]}: "
+              + " ".join(f"{d:+.2f}" for d in diff))
+        print(f"{second} ahead at {sum(round(d, 2) > 0 for d in diff)} of {len(diff)} common epochs "
+              f"(range {min(diff):+.2f} to {max(diff):+.2f}); best {max(cb.values()):.2f} "
+              f"(epoch {max(cb, key=cb.get)} of {len(cb)}) vs {max(ca.values()):.2f} (epoch {max(ca, key=ca.get)} "
+              f"of {len(ca)}): {max(cb.values()) - max(ca.values()):+.2f}")
 
 
 if __name__ == "__main__":
