@@ -4,8 +4,8 @@ stages the epochs, minutes per epoch (clock minutes / epochs, validation include
 and, for fine-tunings, the stage they started from with the gain over its best; the mean ± sd over seeds
 of the best validation BLEU of baseline and seq_kd (`seqkd.report.seed_stats`, as the report computes it
 on test) and the gap of the means; the finished stages' total hours; `--curves` prints the per-epoch
-validation BLEU of the named stages as a markdown table; `--compare A,B` how far B is ahead of A per
-epoch and at their bests; `--rss` the peak resident memory per hour of
+validation BLEU (or, with `--metric val_ppl`, perplexity) of the named stages as a markdown table;
+`--compare A,B` how far B is ahead of A per epoch and at their bests; `--rss` the peak resident memory per hour of
 benchmarks/rss_sampler.sh's last run.
 
     python benchmarks/grid_progress.py --run runs/multi30k-de-en \\
@@ -21,12 +21,13 @@ from pathlib import Path
 from seqkd.report import seed_stats
 
 
-def val_curve(stage: Path) -> dict[int, float]:
-    """epoch -> validation greedy BLEU (the last validation of an epoch run more than once); {} if none."""
+def val_curve(stage: Path, key: str = "val_bleu") -> dict[int, float]:
+    """epoch -> validation `key` (greedy BLEU, or val_ppl; the last validation of an epoch run more than
+    once); {} if none."""
     if not (stage / "metrics.jsonl").exists():
         return {}
     rows = (json.loads(ln) for ln in (stage / "metrics.jsonl").read_text().splitlines() if ln.strip())
-    return {r["epoch"]: r["val_bleu"] for r in rows if r["type"] == "val"}
+    return {r["epoch"]: r[key] for r in rows if r["type"] == "val"}
 
 
 def rss_by_hour(log: Path) -> tuple[str, dict[str, float]]:
@@ -47,6 +48,7 @@ def main() -> None:
     p.add_argument("--run", default="runs/multi30k-de-en", help="a reproduce run folder")
     p.add_argument("--out", help="write {stage: seconds} of the finished stages as JSON")
     p.add_argument("--curves", default="", help="comma list of training stages to tabulate per epoch")
+    p.add_argument("--metric", default="val_bleu", choices=["val_bleu", "val_ppl"], help="what --curves tabulates")
     p.add_argument("--compare", help="two training stages A,B: B's validation BLEU minus A's, per epoch and best")
     p.add_argument("--rss", help="a log of benchmarks/rss_sampler.sh: peak RSS per hour of its last run")
     p.add_argument("--seeds", default="1,2,3", help="the preset's seeds (the first is the unsuffixed stage)")
@@ -89,7 +91,7 @@ def main() -> None:
         print(f"\npeak RSS per hour since '{marker}': " + ", ".join(f"{h}h {g:.2f} GB" for h, g in peaks.items()))
     names = [n for n in a.curves.split(",") if n]
     if names:
-        curves = {n: val_curve(run / n) for n in names}
+        curves = {n: val_curve(run / n, a.metric) for n in names}
         epochs = sorted(set().union(*curves.values()))
         print("\n| epoch | " + " | ".join(map(str, epochs)) + " |\n|---|" + "---|" * len(epochs))
         for n, c in curves.items():
