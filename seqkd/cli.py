@@ -170,8 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(s)
     s.add_argument("--config", help="YAML run config (see `seqkd/presets/`)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.lr=5e-4")
-    s.add_argument("--size", help="named model size: tiny, student-small, student, student-6-1, student-4-1, "
-                                  "student-6-2, base, medium, teacher")
+    s.add_argument("--size", help="named model size: tiny, student-small, student, student-2-1, student-6-1, "
+                                  "student-4-1, student-6-2, base, medium, teacher")
     s.add_argument("--vocab", help="existing vocabulary folder (default: train one into OUT/vocab)")
     s.add_argument("--init-from", help="fine-tune this model folder instead of starting from scratch")
     s.add_argument("--minutes", type=float, help="training-time budget")

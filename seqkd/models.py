@@ -48,6 +48,7 @@ SIZES: dict[str, dict] = {
     "student-small": _size(128, 2, 2, 4, 512),
     "student": _size(256, 3, 3, 4, 1024),
     # deep encoder, shallow decoder (Kasai et al. 2021; Bergamot's students): decoding time sits in the decoder
+    "student-2-1": _size(256, 2, 1, 4, 1024),
     "student-6-1": _size(256, 6, 1, 4, 1024),
     "student-4-1": _size(256, 4, 1, 4, 1024),
     "student-6-2": _size(256, 6, 2, 4, 1024),

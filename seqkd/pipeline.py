@@ -21,8 +21,10 @@ from pathlib import Path
 
 from seqkd import faults
 from seqkd.data import DataConfig, load_pairs
+from seqkd.dist import resolve_device
 from seqkd.fsutil import SeqkdError, folder_lock, write_json, write_text
 from seqkd.models import ModelConfig
+from seqkd.precision import bf16_autocast
 from seqkd.train import TrainConfig, TrainData
 from seqkd.vocab import VocabConfig
 
@@ -74,9 +76,15 @@ class ReproduceConfig:
     # teacher's beam on validation (greedy BLEU and sentences/s both measured on validation)
     fast_sizes: tuple[str, ...] = ()
     fast_overrides: dict = field(default_factory=dict)  # applied to every fast size (e.g. dropout)
+    # the fast students' recipe from scratch (None: student_train); deep post-norm encoders need a gentler
+    # one than the 2+2 students (docs/RESULTS.md, section 6)
+    fast_train: TrainConfig | None = None
     fast_max_drop: float = 1.0
     shortlist_per_piece: int = 50  # the lexical shortlist (vmap) the fast student is also timed with
     shortlist_frequent: int = 100
+    # a student trained from scratch that ends under this fraction of the teacher's validation BLEU
+    # has failed to train (a diverged or collapsed run): the stage fails loudly instead of being kept
+    min_student_fraction: float = 0.0
     int8_min_ratio: float = 13.0  # int8 candidates: pruned models >= this many x fewer non-zeros than the teacher
     eval_beam: int = 5
     eval_max_sents: int = 0
@@ -116,6 +124,12 @@ def identity(obj) -> dict:
         elif v != default and not (isinstance(v, (tuple, list)) and list(v) == list(default or [])):
             out[f.name] = list(v) if isinstance(v, tuple) else v
     return out
+
+
+def runs_fp32_control(cfg: ReproduceConfig) -> bool:
+    """Whether the grid trains `baseline-fp32`: only where the students train in bf16. On a CPU without
+    native bf16, `bf16: auto` already trains them in float32 and the control would repeat the baseline."""
+    return cfg.fp32_control and bf16_autocast(cfg.student_train.bf16, resolve_device(cfg.student_train.device))
 
 
 class StageClock:
@@ -207,6 +221,8 @@ def check_config(cfg: ReproduceConfig) -> None:
 
     if not cfg.seeds:
         raise SeqkdError("seeds: give at least one seed")
+    if not 0.0 <= cfg.min_student_fraction < 1.0:
+        raise SeqkdError(f"min_student_fraction must be in [0, 1), got {cfg.min_student_fraction}")
     if cfg.speed_repeats < 1:
         raise SeqkdError(f"speed_repeats must be >= 1, got {cfg.speed_repeats}")
     names = [stages.prune_name(sp, c["scheme"]) for c in cfg.prune for sp in c["schedule"]]
@@ -268,6 +284,10 @@ def _reproduce(cfg: ReproduceConfig, out: Path, progress: bool, stop_after: str)
 
         sizes = [("", cfg.student)] + ([(cfg.small_suffix, cfg.student_small)] if cfg.student_small else [])
         students = []
+        fp32_control = runs_fp32_control(cfg)
+        if cfg.fp32_control and not fp32_control:
+            log.info("baseline-fp32 skipped: the students already train in float32 here (train.bf16=%s)",
+                     cfg.student_train.bf16)
         for suffix, model in sizes:
             st = {"m": identity(model), "t": identity(cfg.student_train)}
             seeds = cfg.seeds if not suffix else cfg.seeds[:1]
@@ -276,7 +296,7 @@ def _reproduce(cfg: ReproduceConfig, out: Path, progress: bool, stop_after: str)
                 sd = {**st, "seed": seed}
                 run_stage(f"baseline{tag}", ["vocab"], sd, S.student(model, seed, "refs"))
                 run_stage(f"seq_kd{tag}", ["vocab", "data_seq_kd"], sd, S.student(model, seed, "data_seq_kd"))
-            if cfg.fp32_control and not suffix:
+            if fp32_control and not suffix:
                 run_stage("baseline-fp32", ["vocab"], {"m": identity(model), "seed": cfg.seeds[0],
                                                        "t": identity(replace(cfg.student_train, bf16="off"))},
                           S.student(model, cfg.seeds[0], "refs", bf16="off"))
@@ -293,9 +313,10 @@ def _reproduce(cfg: ReproduceConfig, out: Path, progress: bool, stop_after: str)
         fast = []
         for size in cfg.fast_sizes:
             model = ModelConfig(size, dict(cfg.fast_overrides))
-            st = {"m": identity(model), "t": identity(cfg.student_train), "seed": cfg.seeds[0]}
+            ftc = cfg.fast_train or cfg.student_train
+            st = {"m": identity(model), "t": identity(ftc), "seed": cfg.seeds[0]}
             run_stage(f"fast_{size}_seq_kd", ["vocab", "data_seq_kd"], st,
-                      S.student(model, cfg.seeds[0], "data_seq_kd"))
+                      S.student(model, cfg.seeds[0], "data_seq_kd", train_cfg=ftc))
             run_stage(f"fast_{size}", [f"fast_{size}_seq_kd", "data_seq_inter"], {"t": identity(cfg.finetune_train)},
                       S.finetune(f"fast_{size}_seq_kd"))
             fast.append(f"fast_{size}")
@@ -321,7 +342,7 @@ def _reproduce(cfg: ReproduceConfig, out: Path, progress: bool, stop_after: str)
         pick = S.int8_pick(pruned, best)
         run_stage("best_int8", [pick], {"from": pick}, S.export(pick))
         seed_runs = [f"{s}-seed{x}" for s in ("baseline", "seq_kd") for x in cfg.seeds[1:]]
-        seed_runs += ["baseline-fp32"] if cfg.fp32_control else []
+        seed_runs += ["baseline-fp32"] if fp32_control else []
         systems = ["teacher", "teacher+seq_inter", *students, *seed_runs, *fast, *(["fast"] if fast else []),
                    *pruned, "best_int8"]
         test_id = {"beam": cfg.eval_beam, "n": len(test_src), "test_sha": _h([test_src, test_ref]),

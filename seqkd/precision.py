@@ -4,13 +4,19 @@ Measured on the 2-core AVX-512 BF16 / AMX development CPU (benchmarks/train_step
 docs/RESULTS.md): autocast with eager attention is 2-2.5x faster than float32 per training step;
 keeping the weights themselves in bf16 (with fp32 master weights) was no faster than autocast.
 Under autocast the loss's log-softmax still runs in float32 (`losses._log_probs`).
+On a CPU without native bf16 (AVX2 only) autocast is emulated and far slower: a 2+2 d256 training
+step measured 56.3 s under autocast against 2.67 s in float32 (21x, 2 cores, docs/RESULTS.md), so
+the presets ask for `auto`, and `on` on such a CPU logs a warning.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
+
+log = logging.getLogger(__name__)
 
 MODES = ("off", "on", "auto")
 
@@ -30,4 +36,8 @@ def bf16_autocast(mode: str, device: torch.device) -> bool:
         from seqkd.fsutil import SeqkdError
 
         raise SeqkdError(f"train.bf16 must be one of {', '.join(MODES)}, got {mode!r}")
-    return mode == "on" or (mode == "auto" and (device.type == "cuda" or bf16_supported()))
+    native = device.type == "cuda" or bf16_supported()
+    if mode == "on" and not native:
+        log.warning("train.bf16=on on a CPU without AVX-512 BF16 / AMX: autocast is emulated there and "
+                    "about 20x slower than float32 (measured); use train.bf16=auto")
+    return mode == "on" or (mode == "auto" and native)

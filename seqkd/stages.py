@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from seqkd.corpus import read_parallel
-from seqkd.fsutil import write_json
+from seqkd.fsutil import SeqkdError, write_json
 from seqkd.train import TrainData, train
 
 log = logging.getLogger(__name__)
@@ -123,18 +123,35 @@ class Stages:
         return run
 
     # --- training stages -----------------------------------------------------------------------
-    def student(self, model_cfg, seed: int, folder: str, word_kd: bool = False, bf16: str | None = None):
+    def student(self, model_cfg, seed: int, folder: str, word_kd: bool = False, bf16: str | None = None,
+                train_cfg=None):
         """A student trained from scratch on `folder`'s pairs ("refs" or "data_seq_kd"), optionally
-        with Word-KD from the matching top-k cache (`bf16` overrides the training precision)."""
+        with Word-KD from the matching top-k cache (`bf16` overrides the training precision;
+        `train_cfg` the recipe, default `student_train`)."""
 
         def run(d: Path) -> None:
             data = self._data(folder)
-            tc, fn = replace(self.cfg.student_train, seed=seed, bf16=bf16 or self.cfg.student_train.bf16), None
+            base = train_cfg or self.cfg.student_train
+            tc, fn = replace(base, seed=seed, bf16=bf16 or base.bf16), None
             if word_kd:
                 tc, fn = self._word_kd(tc, "data_topk" if folder == "refs" else f"data_topk_{folder[5:]}", data)
             self._train(d, model_cfg, tc, data, teacher_fn=fn)
+            self.check_learned(d)
 
         return run
+
+    def check_learned(self, d: Path) -> None:
+        """Fail a from-scratch student whose best validation BLEU is under `min_student_fraction` of the
+        teacher's: a collapsed run (e.g. an unstable recipe) must stop the grid, not be cached as done.
+        Rerunning repeats the check; a changed recipe changes the stage's identity and retrains it."""
+        frac = self.cfg.min_student_fraction
+        if frac <= 0:
+            return
+        got, teacher = val_bleu(d), val_bleu(self._dir("teacher"))
+        if got < frac * teacher:
+            raise SeqkdError(f"{d.name}: best validation BLEU {got:.2f} is under {frac:.0%} of the teacher's "
+                             f"{teacher:.2f}; the training failed (see {d / 'metrics.jsonl'}), fix its recipe "
+                             "(student_train / fast_train) and rerun")
 
     def finetune(self, init: str, word_kd: bool = False):
         """Seq-Inter fine-tuning of stage `init` (optionally with the mixed Word-KD loss)."""

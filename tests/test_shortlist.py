@@ -53,7 +53,7 @@ def test_built_shortlist_maps_pieces_to_their_translations(tiny_reverse, tmp_pat
     assert _outputs(model_dir, src, 1, vmap=str(path)) == _outputs(model_dir, src, 1)
 
 
-@pytest.mark.parametrize("size", ["student-6-1", "student-4-1", "student-6-2"])
+@pytest.mark.parametrize("size", ["student-2-1", "student-6-1", "student-4-1", "student-6-2"])
 def test_deep_shallow_sizes_train_export_and_match_hf(tmp_path, size):
     """The named layer layouts (at a toy width) train, and their CTranslate2 conversion scores and
     translates exactly as the HF model does."""
@@ -70,7 +70,7 @@ def test_deep_shallow_sizes_train_export_and_match_hf(tmp_path, size):
     cfg = ModelConfig(size, {"d_model": 64, "encoder_ffn_dim": 256, "decoder_ffn_dim": 256, "dropout": 0.0})
     model = build_model(cfg, v.size, v.pad_id, v.eos_id, seed=1)
     assert (model.config.encoder_layers, model.config.decoder_layers) == {
-        "student-6-1": (6, 1), "student-4-1": (4, 1), "student-6-2": (6, 2)}[size]
+        "student-2-1": (2, 1), "student-6-1": (6, 1), "student-4-1": (4, 1), "student-6-2": (6, 2)}[size]
     tc = TrainConfig(max_tokens=512, lr=1e-3, warmup_steps=50, max_epochs=10, max_steps=300, val_bleu=False,
                      log_every=20, ckpt_every=10_000)
     train(tmp_path / "m", tc, model, v, TrainData(src, tgt, vs, vt), progress=False)
