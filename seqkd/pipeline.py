@@ -76,8 +76,8 @@ class ReproduceConfig:
     # teacher's beam on validation (greedy BLEU and sentences/s both measured on validation)
     fast_sizes: tuple[str, ...] = ()
     fast_overrides: dict = field(default_factory=dict)  # applied to every fast size (e.g. dropout)
-    # the fast students' recipe from scratch (None: student_train); deep post-norm encoders need a gentler
-    # one than the 2+2 students (docs/RESULTS.md, section 6)
+    # the fast students' recipe from scratch (None: student_train), for shapes the students' recipe does not
+    # train (none found yet for the deep post-norm encoders 4-1 / 6-1: docs/RESULTS.md, section 6)
     fast_train: TrainConfig | None = None
     fast_max_drop: float = 1.0
     shortlist_per_piece: int = 50  # the lexical shortlist (vmap) the fast student is also timed with

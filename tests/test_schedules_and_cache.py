@@ -210,3 +210,35 @@ def test_collapsed_student_fails_the_stage_instead_of_being_cached(tmp_path):
     assert (tmp_path / "seq_kd" / "stage.json").exists()
     off = Stages(replace(cfg, min_student_fraction=0.0), r, None, progress=False)
     off.check_learned(tmp_path / "fast_student-6-1_seq_kd")  # the check is off: nothing raised
+
+
+def test_fast_train_is_the_fast_students_recipe(tmp_path, monkeypatch):
+    """`fast_train` parses from a preset mapping and is the recipe a student stage given it trains with."""
+    from seqkd.config import from_dict
+    from seqkd.pipeline import ReproduceConfig
+    from seqkd.stages import Stages
+
+    cfg = from_dict(ReproduceConfig, {"fast_train": {"lr": 5e-4, "warmup_steps": 1000},
+                                      "student_train": {"lr": 1.2e-3, "warmup_steps": 300}})
+    assert isinstance(cfg.fast_train, TrainConfig) and cfg.fast_train.warmup_steps == 1000
+    seen = []
+    s = Stages(cfg, Runner(tmp_path, progress=False), None, progress=False)
+    monkeypatch.setattr(s, "_data", lambda folder: None)
+    monkeypatch.setattr(s, "_train", lambda d, m, tc, data, teacher_fn=None: seen.append(tc))
+    s.student(ModelConfig("student-2-1"), 7, "refs", train_cfg=cfg.fast_train)(tmp_path)
+    s.student(ModelConfig("student"), 7, "refs")(tmp_path)
+    assert [(t.lr, t.warmup_steps, t.seed) for t in seen] == [(5e-4, 1000, 7), (1.2e-3, 300, 7)]
+
+
+def test_ct2_uses_mkl_unless_the_user_chose():
+    """CTranslate2's default int8 backend on AMD AVX2 CPUs changed 71 of 200 outputs; seqkd asks for MKL."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import seqkd, os; print(os.environ['CT2_USE_MKL'])"
+    env = {k: v for k, v in os.environ.items() if k != "CT2_USE_MKL"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "1"
+    assert subprocess.run([sys.executable, "-c", code], env={**env, "CT2_USE_MKL": "0"}, capture_output=True,
+                          text=True, check=True).stdout.strip() == "0"
