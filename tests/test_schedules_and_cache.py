@@ -229,16 +229,3 @@ def test_fast_train_is_the_fast_students_recipe(tmp_path, monkeypatch):
     s.student(ModelConfig("student"), 7, "refs")(tmp_path)
     assert [(t.lr, t.warmup_steps, t.seed) for t in seen] == [(5e-4, 1000, 7), (1.2e-3, 300, 7)]
 
-
-def test_ct2_uses_mkl_unless_the_user_chose():
-    """CTranslate2's default int8 backend on AMD AVX2 CPUs changed 71 of 200 outputs; seqkd asks for MKL."""
-    import os
-    import subprocess
-    import sys
-
-    code = "import seqkd, os; print(os.environ['CT2_USE_MKL'])"
-    env = {k: v for k, v in os.environ.items() if k != "CT2_USE_MKL"}
-    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          check=True).stdout.strip() == "1"
-    assert subprocess.run([sys.executable, "-c", code], env={**env, "CT2_USE_MKL": "0"}, capture_output=True,
-                          text=True, check=True).stdout.strip() == "0"
