@@ -32,22 +32,18 @@ def run(model: str, split: str, repeats: int, out: Path, threads: int) -> None:
                            stdout=subprocess.DEVNULL)
 
 
-def summarize(out: Path) -> dict:
+def summarize(out: Path) -> None:
     rows: dict[tuple[str, str, str], list[dict]] = {}
     for f in sorted(out.glob("*-rep*.json")):
         setting = f.name.split("-rep")[0]
         for r in json.loads(f.read_text()):
             rows.setdefault((setting, r["engine"], r["search"]), []).append(r)
-    table = {}
     print("| backend | engine | search | BLEU | sent/s median (min-max) | runs |\n|---|---|---|---|---|---|")
     for (setting, engine, search), rs in sorted(rows.items()):
         sp = [r["sent_per_s"] for r in rs]
         bleu = sorted({round(r["bleu"], 2) for r in rs})
-        table[f"{setting}/{engine}/{search}"] = {"bleu": bleu, "sent_per_s": statistics.median(sp),
-                                                 "min": min(sp), "max": max(sp), "n": len(sp)}
         print(f"| {setting} | {engine} | {search} | {', '.join(f'{b:.2f}' for b in bleu)} | "
               f"{statistics.median(sp):.1f} ({min(sp):.1f}-{max(sp):.1f}) | {len(sp)} |")
-    return table
 
 
 def main() -> None:

@@ -24,9 +24,10 @@ from seqkd.report import seed_stats
 def val_curve(stage: Path, key: str = "val_bleu") -> dict[int, float]:
     """epoch -> validation `key` (greedy BLEU, or val_ppl; the last validation of an epoch run more than
     once); {} if none."""
-    if not (stage / "metrics.jsonl").exists():
+    f = stage if stage.suffix == ".jsonl" else stage / "metrics.jsonl"  # a stage folder or its metrics file
+    if not f.exists():
         return {}
-    rows = (json.loads(ln) for ln in (stage / "metrics.jsonl").read_text().splitlines() if ln.strip())
+    rows = (json.loads(ln) for ln in f.read_text().splitlines() if ln.strip())
     return {r["epoch"]: r[key] for r in rows if r["type"] == "val"}
 
 
@@ -47,7 +48,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", default="runs/multi30k-de-en", help="a reproduce run folder")
     p.add_argument("--out", help="write {stage: seconds} of the finished stages as JSON")
-    p.add_argument("--curves", default="", help="comma list of training stages to tabulate per epoch")
+    p.add_argument("--curves", default="",
+                   help="comma list of training stages (or metrics .jsonl files, relative to --run) to tabulate")
     p.add_argument("--metric", default="val_bleu", choices=["val_bleu", "val_ppl"], help="what --curves tabulates")
     p.add_argument("--compare", help="two training stages A,B: B's validation BLEU minus A's, per epoch and best")
     p.add_argument("--rss", help="a log of benchmarks/rss_sampler.sh: peak RSS per hour of its last run")
@@ -100,6 +102,8 @@ def main() -> None:
         first, second = a.compare.split(",")
         ca, cb = val_curve(run / first), val_curve(run / second)
         common = sorted(set(ca) & set(cb))
+        if not common:
+            raise SystemExit(f"--compare: {first} and {second} have no validated epoch in common")
         diff = [cb[e] - ca[e] for e in common]
         print(f"\n{second} - {first}, val BLEU at epochs {common[0]}-{common[-1]}: "
               + " ".join(f"{d:+.2f}" for d in diff))

@@ -5,7 +5,7 @@ docs/RESULTS.md): autocast with eager attention is 2-2.5x faster than float32 pe
 keeping the weights themselves in bf16 (with fp32 master weights) was no faster than autocast.
 Under autocast the loss's log-softmax still runs in float32 (`losses._log_probs`).
 On a CPU without native bf16 (AVX2 only) autocast is emulated and far slower: a 2+2 d256 training
-step measured 56.3 s under autocast against 2.67 s in float32 (21x, 2 cores, docs/RESULTS.md), so
+step measured 55.3 s under autocast against 2.42 s in float32 (23x, 2 cores, docs/RESULTS.md), so
 the presets ask for `auto`, and `on` on such a CPU logs a warning.
 """
 
