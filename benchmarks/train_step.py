@@ -43,7 +43,7 @@ class MasterWeights:
 class Mode:
     """One precision setup: its own model copy and optimizer (same initial weights for every mode)."""
 
-    def __init__(self, name: str, cfg: ModelConfig, vocab: int, fused: bool):
+    def __init__(self, name: str, cfg: ModelConfig, vocab: int, fused: bool, device: torch.device):
         self.name = name
         # PRECISION[-sdpa][-full]: "-sdpa" SDPA attention instead of eager; "-full" the full-vocabulary
         # logits, sliced after (the path before issue 9); "fp32-sdpa-full" is the old default step
@@ -52,7 +52,8 @@ class Mode:
         if "sdpa" in flags:
             cfg = ModelConfig(cfg.size, {**cfg.overrides, "attn_implementation": "sdpa"})
         self.pad = vocab - 1
-        self.model = build_model(cfg, vocab, vocab - 1, 0, seed=1).train()
+        self.device = device
+        self.model = build_model(cfg, vocab, vocab - 1, 0, seed=1).train().to(device)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.master = None
         if self.precision == "weights":
@@ -62,7 +63,7 @@ class Mode:
         self.opt = torch.optim.AdamW(params, lr=1e-4, fused=fused or None)
 
     def step(self, x, d, y) -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "autocast"):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "autocast"):
             b = {"input_ids": x, "attention_mask": torch.ones_like(x), "decoder_input_ids": d}
             logits = self.model(**b).logits if self.full else training_logits(self.model, b, self.pad)
         loss, _ = compute_loss(logits, y, LossConfig(), self.pad)
@@ -91,20 +92,26 @@ def main() -> None:
     p.add_argument("--fused", action="store_true", help="fused AdamW kernel")
     p.add_argument("--profile", default="", help="print the top ops of one step of this mode")
     p.add_argument("--json", default="", help="append the result as one JSON line to this file")
+    p.add_argument("--device", default="cpu", help="cpu | cuda (steps are timed to the GPU's completion)")
     a = p.parse_args()
+    dev = torch.device(a.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     torch.set_num_threads(a.threads)
     V = a.vocab
     cfg = ModelConfig(a.size, {k: (int(v) if v.isdigit() else v) for k, v in (s.split("=") for s in a.set)})
-    modes = [Mode(m, cfg, V, a.fused) for m in a.modes.split(",")]
+    modes = [Mode(m, cfg, V, a.fused, dev) for m in a.modes.split(",")]
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, V - 1, (a.rows, a.src_len), generator=g)
     d = torch.randint(0, V - 1, (a.rows, a.tgt_len), generator=g)
     y = torch.randint(0, V - 1, (a.rows, a.tgt_len), generator=g)
+    x, d, y = x.to(dev), d.to(dev), y.to(dev)
     times: dict[str, list[float]] = {m.name: [] for m in modes}
     for rep in range(a.steps + 1):  # the first repetition warms up
         for m in modes:
+            sync()
             t = time.perf_counter()
             m.step(x, d, y)
+            sync()
             if rep:
                 times[m.name].append(time.perf_counter() - t)
     tok = a.rows * a.tgt_len
@@ -114,7 +121,8 @@ def main() -> None:
         row = {"size": a.size, "overrides": cfg.overrides, "mode": name, "fused_adamw": a.fused,
                "median_s": round(med, 4), "min_s": round(min(ts), 4), "max_s": round(max(ts), 4),
                "tgt_tok_per_s": round(tok / med), "speedup_vs_first": round(base / med, 3),
-               "reps": len(ts), "threads": a.threads, "rows": a.rows, "tgt_len": a.tgt_len}
+               "reps": len(ts), "threads": a.threads, "rows": a.rows, "tgt_len": a.tgt_len,
+               "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"}
         print(f"{a.size} {name:9s}: median {med:.3f} s/step (min {min(ts):.3f}, max {max(ts):.3f}), "
               f"{tok / med:.0f} target tok/s, {base / med:.2f}x {modes[0].name}")
         if a.json:

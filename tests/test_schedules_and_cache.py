@@ -229,3 +229,39 @@ def test_fast_train_is_the_fast_students_recipe(tmp_path, monkeypatch):
     s.student(ModelConfig("student"), 7, "refs")(tmp_path)
     assert [(t.lr, t.warmup_steps, t.seed) for t in seen] == [(5e-4, 1000, 7), (1.2e-3, 300, 7)]
 
+
+
+def test_val_bleu_on_a_gpu_ctranslate2_cannot_use_falls_back_to_hf_on_that_gpu(monkeypatch, tmp_path):
+    """The CTranslate2 wheel needs CUDA 12's cuBLAS: on a CUDA 13 machine validation decodes with HF on the GPU."""
+    from types import SimpleNamespace
+
+    import seqkd.decode as decode
+    from seqkd import validation
+
+    engines = []
+
+    class FakeTranslator:
+        def __init__(self, path, cfg):
+            engines.append((cfg.engine, cfg.device))
+            self.cfg = cfg
+
+        def translate(self, src, beam=1):
+            if self.cfg.engine == "ct2" and self.cfg.device == "cuda":
+                raise RuntimeError("Library libcublas.so.12 is not found or cannot be loaded")
+            return [[SimpleNamespace(text=s)] for s in src]
+
+    monkeypatch.setattr(decode, "Translator", FakeTranslator)
+    monkeypatch.setattr(validation, "save_model", lambda model, path: None)
+    vocab = SimpleNamespace(save_to=lambda path: None)
+    on_gpu = SimpleNamespace(parameters=lambda: iter([SimpleNamespace(is_cuda=True)]))
+    ref = ["a man rides a bike .", "two dogs play ."]
+    monkeypatch.setattr(validation, "_CT2_CUDA", {"ok": True})  # CTranslate2 claims a GPU, then fails on it
+    assert validation.val_bleu(tmp_path, on_gpu, vocab, ref, ref) == pytest.approx(100.0)
+    assert engines == [("ct2", "cuda"), ("hf", "cuda")]
+    engines.clear()  # the failure is remembered: the next validation goes to HF at once
+    validation.val_bleu(tmp_path, on_gpu, vocab, ref, ref)
+    assert engines == [("hf", "cuda")]
+    engines.clear()  # a model on the CPU always validates with CTranslate2
+    on_cpu = SimpleNamespace(parameters=lambda: iter([SimpleNamespace(is_cuda=False)]))
+    validation.val_bleu(tmp_path, on_cpu, vocab, ref, ref)
+    assert engines == [("ct2", "cpu")]
