@@ -230,7 +230,6 @@ def test_fast_train_is_the_fast_students_recipe(tmp_path, monkeypatch):
     assert [(t.lr, t.warmup_steps, t.seed) for t in seen] == [(5e-4, 1000, 7), (1.2e-3, 300, 7)]
 
 
-
 def test_val_bleu_on_a_gpu_ctranslate2_cannot_use_falls_back_to_hf_on_that_gpu(monkeypatch, tmp_path):
     """The CTranslate2 wheel needs CUDA 12's cuBLAS: on a CUDA 13 machine validation decodes with HF on the GPU."""
     from types import SimpleNamespace
