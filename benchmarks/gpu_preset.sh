@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The multi30k-gpu preset on a lent GPU machine, as far as one short lease allows:
 #   1. training-step time, fp32 vs bf16 autocast (eager and SDPA attention), teacher and student sizes;
-#   2. the preset's teacher stage (`reproduce --stop-after teacher`), capped at $MINUTES of training,
+#   2. the preset's teacher stage (`reproduce --stop-after teacher`), capped at $MINUTES of training if given
+#      (a cap is part of the stage's identity: a later run without it retrains the teacher),
 #      beside the same stage with a gentler learning rate;
 #   3. the teacher's greedy and beam-5 BLEU on val and test_2016_flickr (CTranslate2 on the CPU).
 # Everything lands in $OUT (gpu.log, train_step_gpu.jsonl, a.log, b.log, teacher-{a,b}.tar.gz).
-#   OUT=dir DATA=corpus-dir [MINUTES=5.5 THREADS=16 PRESET=multi30k-gpu DEVICE=cuda SIZES="teacher student"
+#   OUT=dir DATA=corpus-dir [MINUTES= THREADS=16 PRESET=multi30k-gpu DEVICE=cuda SIZES="teacher student"
 #   STEPS=5 RUN=runs/gpu] bash benchmarks/gpu_preset.sh
 set -u
-OUT=${OUT:?}; DATA=${DATA:?}; MINUTES=${MINUTES:-5.5}; THREADS=${THREADS:-16}
+OUT=${OUT:?}; DATA=${DATA:?}; MINUTES=${MINUTES:-}; THREADS=${THREADS:-16}
 PRESET=${PRESET:-multi30k-gpu}; DEVICE=${DEVICE:-cuda}; RUN=${RUN:-runs/gpu}
 SIZES=${SIZES:-teacher student}; STEPS=${STEPS:-5}
 export PYTHONUNBUFFERED=1 SEQKD_DATA=$DATA
@@ -26,10 +27,11 @@ export PYTHONUNBUFFERED=1 SEQKD_DATA=$DATA
   # two teachers side by side on the one GPU (each launch-bound, half the CPU threads): the preset's recipe
   # (a) and a gentler one (b: lr 5e-4, 1000 warmup steps) in case post-norm 6+6 layers diverge under (a)
   half=$(( THREADS / 2 > 0 ? THREADS / 2 : 1 ))
+  cap=(); [ -n "$MINUTES" ] && cap=(--set "teacher_train.max_minutes=$MINUTES")
   teacher() {  # NAME OVERRIDES...
     local name=$1; shift
     timeout 480 python3 -m seqkd reproduce --preset "$PRESET" --src de --tgt en --threads $half --quiet \
-      --out "$RUN-$name" --stop-after teacher --set "teacher_train.max_minutes=$MINUTES" "$@" > "$OUT/$name.log" 2>&1
+      --out "$RUN-$name" --stop-after teacher "${cap[@]}" "$@" > "$OUT/$name.log" 2>&1
     echo "teacher $name: reproduce rc=$?" >> "$OUT/$name.log"
     for split in val test_2016_flickr; do
       timeout 150 python3 -m seqkd evaluate --model "$RUN-$name/teacher" --split $split --beam 5 --threads $half \
