@@ -34,6 +34,12 @@ def cmd_shrink(a) -> None:
     print(json.dumps(shrink(a.model, a.out, cfg), indent=2))
 
 
+def cmd_stack(a) -> None:
+    from seqkd.shrink import stack
+
+    print(json.dumps(stack(a.model, a.out, a.encoder_layers, a.decoder_layers), indent=2))
+
+
 def cmd_export(a) -> None:
     from seqkd.prune import export_ct2
 
@@ -253,6 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output model folder")
     _run_args(s)
     s.set_defaults(func=cmd_shrink)
+
+    s = sub.add_parser("stack", help="grow a deeper model by repeating a trained one's layers (shallow-to-deep); "
+                                     "train it with `train --init-from`")
+    s.add_argument("--model", required=True, help="trained model folder")
+    s.add_argument("--encoder-layers", type=int, required=True, help="encoder layers of the grown model")
+    s.add_argument("--decoder-layers", type=int, required=True, help="decoder layers of the grown model")
+    s.add_argument("--out", required=True, help="output model folder")
+    _run_args(s)
+    s.set_defaults(func=cmd_stack)
 
     s = sub.add_parser("export", help="CTranslate2 export (int8 by default) with sizes on disk")
     s.add_argument("--model", required=True, help="model folder")

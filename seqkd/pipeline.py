@@ -79,6 +79,10 @@ class ReproduceConfig:
     # the fast students' recipe from scratch (None: student_train), for shapes the students' recipe does not
     # train (none found yet for the deep post-norm encoders 4-1 / 6-1: docs/RESULTS.md, section 6)
     fast_train: TrainConfig | None = None
+    # shallow-to-deep: every other fast size starts from this fast size's trained Seq-KD model, its layers
+    # repeated (`shrink.stack`), then trains on the fast recipe (a deep post-norm encoder under one decoder
+    # layer does not train from scratch here; grown from a 2+1 model it does: docs/RESULTS.md, section 6)
+    fast_stack_from: str = ""
     fast_max_drop: float = 1.0
     shortlist_per_piece: int = 50  # the lexical shortlist (vmap) the fast student is also timed with
     shortlist_frequent: int = 100
@@ -234,6 +238,23 @@ def check_config(cfg: ReproduceConfig) -> None:
         raise SeqkdError(f"finetune_train.loss.temperature {cfg.finetune_train.loss.temperature} differs from "
                          f"student_train.loss.temperature {cfg.student_train.loss.temperature}: the Word-KD top-k "
                          "caches are built once, at the students' temperature")
+    if cfg.fast_stack_from:
+        sizes = list(cfg.fast_sizes)
+        if cfg.fast_stack_from not in sizes or sizes.index(cfg.fast_stack_from) != 0:
+            raise SeqkdError(f"fast_stack_from {cfg.fast_stack_from!r} must be the first of fast_sizes {sizes}: "
+                             "the other fast sizes grow from its trained model")
+        from seqkd.models import SIZES, check_size
+
+        width = ("d_model", "encoder_ffn_dim", "decoder_ffn_dim", "encoder_attention_heads", "decoder_attention_heads")
+        for size in sizes:
+            check_size(size)
+        base = {**SIZES[sizes[0]], **cfg.fast_overrides}
+        for size in sizes[1:]:
+            dims = {**SIZES[size], **cfg.fast_overrides}
+            if [dims[k] for k in width] != [base[k] for k in width] or any(
+                    dims[k] < base[k] for k in ("encoder_layers", "decoder_layers")):
+                raise SeqkdError(f"fast size {size} cannot grow from {sizes[0]}: it needs the same width "
+                                 f"({', '.join(width)}) and at least as many layers")
     for tc, name in ((cfg.prune_train, "prune_train"),):
         if tc.max_epochs == 0 and tc.max_steps == 0:
             raise SeqkdError(f"{name}: the grid retrains every pruning round; give max_epochs or max_steps")
@@ -315,8 +336,13 @@ def _reproduce(cfg: ReproduceConfig, out: Path, progress: bool, stop_after: str)
             model = ModelConfig(size, dict(cfg.fast_overrides))
             ftc = cfg.fast_train or cfg.student_train
             st = {"m": identity(model), "t": identity(ftc), "seed": cfg.seeds[0]}
-            run_stage(f"fast_{size}_seq_kd", ["vocab", "data_seq_kd"], st,
-                      S.student(model, cfg.seeds[0], "data_seq_kd", train_cfg=ftc))
+            parent = f"fast_{cfg.fast_stack_from}_seq_kd"
+            if cfg.fast_stack_from and size != cfg.fast_stack_from:
+                run_stage(f"fast_{size}_seq_kd", ["vocab", "data_seq_kd", parent], {**st, "stack_from": parent},
+                          S.stacked_student(model, parent, "data_seq_kd", ftc))
+            else:
+                run_stage(f"fast_{size}_seq_kd", ["vocab", "data_seq_kd"], st,
+                          S.student(model, cfg.seeds[0], "data_seq_kd", train_cfg=ftc))
             run_stage(f"fast_{size}", [f"fast_{size}_seq_kd", "data_seq_inter"], {"t": identity(cfg.finetune_train)},
                       S.finetune(f"fast_{size}_seq_kd"))
             fast.append(f"fast_{size}")

@@ -50,3 +50,45 @@ def shrink(model_dir: str | Path, out: str | Path, cfg: ShrinkConfig) -> dict:
               "parent_params": count_params(model), "params": count_params(small)}
     write_json(Path(out) / "shrink_result.json", report)
     return report
+
+
+def stack(model_dir: str | Path, out: str | Path, encoder_layers: int, decoder_layers: int) -> dict:
+    """Write a deeper copy of `model_dir` into `out`: its layers repeated in order, cyclically.
+
+    Shallow-to-deep training (Gong et al. 2019; Li et al. 2020): a 2+1 model grown to 6+1 has
+    encoder layers [0, 1, 0, 1, 0, 1] and decoder layer [0], each a trained copy; the embeddings,
+    output projection and tokenizer are unchanged. Deep post-norm encoders under a one-layer decoder
+    that do not train from scratch (docs/RESULTS.md, section 6) start here from a working model.
+    """
+    import copy
+
+    from torch import nn
+
+    from seqkd.models import count_params, load_model, save_model
+    from seqkd.vocab import Vocab
+
+    model = load_model(model_dir)
+    c = model.config
+    if encoder_layers < c.encoder_layers or decoder_layers < c.decoder_layers:
+        raise SeqkdError(f"{model_dir}: cannot stack {c.encoder_layers}+{c.decoder_layers} layers into "
+                         f"{encoder_layers}+{decoder_layers} (fewer layers: use shrink)")
+    enc = [i % c.encoder_layers for i in range(encoder_layers)]
+    dec = [i % c.decoder_layers for i in range(decoder_layers)]
+    big = copy.deepcopy(model)
+    big.model.encoder.layers = nn.ModuleList([copy.deepcopy(model.model.encoder.layers[i]) for i in enc])
+    big.model.decoder.layers = nn.ModuleList([copy.deepcopy(model.model.decoder.layers[i]) for i in dec])
+    for i, layer in enumerate(big.model.encoder.layers):  # HF layers know their index (cache bookkeeping)
+        if hasattr(layer.self_attn, "layer_idx"):
+            layer.self_attn.layer_idx = i
+    for i, layer in enumerate(big.model.decoder.layers):
+        for attn in (layer.self_attn, layer.encoder_attn):
+            if hasattr(attn, "layer_idx"):
+                attn.layer_idx = i
+    big.config.encoder_layers, big.config.decoder_layers = encoder_layers, decoder_layers
+    big.config.num_hidden_layers = encoder_layers
+    save_model(big, out)
+    Vocab(model_dir).save_to(out)
+    report = {"parent": str(model_dir), "encoder_layers_from": enc, "decoder_layers_from": dec,
+              "parent_params": count_params(model), "params": count_params(big)}
+    write_json(Path(out) / "stack_result.json", report)
+    return report

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import statistics
 import time
 from dataclasses import replace
@@ -59,8 +60,9 @@ class Stages:
         src, tgt = read_parallel(self._dir(folder) / "train.src", self._dir(folder) / "train.tgt")
         return TrainData(src, tgt, self.refs.val_src, self.refs.val_tgt)
 
-    def _train(self, d: Path, model_cfg, train_cfg, data: TrainData, init_from: str | None = None,
+    def _train(self, d: Path, model_cfg, train_cfg, data: TrainData, init_from: str | Path | None = None,
                teacher_fn=None) -> None:
+        """Train into `d`: from `init_from` (a stage name, or a model folder) or a fresh `model_cfg` model."""
         from seqkd.config import to_dict
         from seqkd.models import build_model, load_model
 
@@ -68,8 +70,9 @@ class Stages:
         if train_cfg.threads == 0 and self.cfg.threads:
             train_cfg = replace(train_cfg, threads=self.cfg.threads)
         if init_from:
-            model = load_model(self._dir(init_from))
-            train_cfg = replace(train_cfg, init_from=str(self._dir(init_from)))
+            init_dir = init_from if isinstance(init_from, Path) else self._dir(init_from)
+            model = load_model(init_dir)
+            train_cfg = replace(train_cfg, init_from=str(init_dir))
         else:
             model = build_model(model_cfg, v.size, v.pad_id, v.eos_id, seed=train_cfg.seed)
         text = yaml.safe_dump({"model": to_dict(model_cfg) if model_cfg else None, "train": to_dict(train_cfg),
@@ -136,6 +139,23 @@ class Stages:
             if word_kd:
                 tc, fn = self._word_kd(tc, "data_topk" if folder == "refs" else f"data_topk_{folder[5:]}", data)
             self._train(d, model_cfg, tc, data, teacher_fn=fn)
+            self.check_learned(d)
+
+        return run
+
+    def stacked_student(self, model_cfg, parent: str, folder: str, train_cfg):
+        """A deeper student grown from stage `parent` (its layers repeated up to `model_cfg`'s depth,
+        `shrink.stack`), then trained on `folder`'s pairs with `train_cfg` (shallow-to-deep training)."""
+
+        def run(d: Path) -> None:
+            from seqkd.models import SIZES
+            from seqkd.shrink import stack
+
+            dims = {**SIZES[model_cfg.size], **model_cfg.overrides}
+            init = d / "stacked_init"  # deterministic: rebuilt the same after a kill; training resumes
+            stack(self._dir(parent), init, dims["encoder_layers"], dims["decoder_layers"])
+            self._train(d, model_cfg, train_cfg, self._data(folder), init_from=init)
+            shutil.rmtree(init, ignore_errors=True)
             self.check_learned(d)
 
         return run

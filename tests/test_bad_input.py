@@ -96,7 +96,7 @@ def test_corrupt_checkpoint(tmp_path, capsys, multi30k_dir):
     assert "step-5" in err and "corrupt checkpoint" in err
 
 
-@pytest.mark.parametrize("argv", [[], ["vocab"], ["train"], ["distill"], ["prune"], ["shrink"], ["export"],
+@pytest.mark.parametrize("argv", [[], ["vocab"], ["train"], ["distill"], ["prune"], ["shrink"], ["stack"], ["export"],
                                   ["reproduce"], ["translate"], ["evaluate"], ["bench"], ["shortlist"]])
 def test_help_on_every_command(argv, capsys):
     with pytest.raises(SystemExit) as e:
@@ -119,6 +119,10 @@ def test_bad_prune_schedule_and_shrink_layers(tmp_path, capsys, tiny_reverse):
     err = _run(capsys, "shrink", "--model", model, "--keep-decoder-layers", "5", "--out", str(tmp_path / "s"))
     assert "decoder layers to keep [5]" in err
     assert not (tmp_path / "s").exists()
+    err = _run(capsys, "stack", "--model", model, "--encoder-layers", "1", "--decoder-layers", "2",
+               "--out", str(tmp_path / "g"))
+    assert "cannot stack 2+2 layers into 1+2" in err
+    assert not (tmp_path / "g").exists()
 
 
 def test_second_writer_of_a_run_folder_is_refused(tmp_path, capsys, multi30k_dir):

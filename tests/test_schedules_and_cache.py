@@ -180,6 +180,16 @@ def test_grid_config_errors_surface_before_any_work():
     hot = replace(cfg.student_train, loss=replace(cfg.student_train.loss, temperature=2.0))
     with pytest.raises(SeqkdError, match="finetune_train.loss.temperature 1.0 differs"):
         check_config(replace(cfg, student_train=hot))
+    for preset in ("tiny", "multi30k", "multi30k-gpu"):  # the shipped fast sizes grow from their first
+        check_config(load_preset(preset))
+    with pytest.raises(SeqkdError, match="must be the first of fast_sizes"):
+        check_config(replace(cfg, fast_sizes=("student-4-1", "student-2-1")))
+    with pytest.raises(SeqkdError, match="cannot grow from student-6-1"):  # fewer layers
+        check_config(replace(cfg, fast_sizes=("student-6-1", "student-2-1"), fast_stack_from="student-6-1",
+                             fast_overrides={}))
+    wide = replace(cfg, fast_sizes=("student-2-1", "student-small"), fast_overrides={})
+    with pytest.raises(SeqkdError, match="cannot grow from student-2-1: it needs the same width"):
+        check_config(wide)
 
 
 def test_collapsed_student_fails_the_stage_instead_of_being_cached(tmp_path):
@@ -228,6 +238,34 @@ def test_fast_train_is_the_fast_students_recipe(tmp_path, monkeypatch):
     s.student(ModelConfig("student-2-1"), 7, "refs", train_cfg=cfg.fast_train)(tmp_path)
     s.student(ModelConfig("student"), 7, "refs")(tmp_path)
     assert [(t.lr, t.warmup_steps, t.seed) for t in seen] == [(5e-4, 1000, 7), (1.2e-3, 300, 7)]
+
+
+def test_stacked_fast_stage_grows_from_its_parent_stage(tmp_path, monkeypatch, tiny_reverse):
+    """A deeper fast size starts from the parent stage's trained model, its layers repeated, and trains on
+    the fast recipe; the grown starting point is not left in the stage folder."""
+    import shutil
+
+    from seqkd.models import load_model
+    from seqkd.stages import Stages
+
+    cfg = replace(load_preset("tiny"), min_student_fraction=0.0)
+    s = Stages(cfg, Runner(tmp_path, progress=False), None, progress=False)
+    shutil.copytree(tiny_reverse[0], tmp_path / "fast_student-2-1_seq_kd")  # a trained 2+2 tiny model
+    parent = load_model(tmp_path / "fast_student-2-1_seq_kd")
+    seen = []
+
+    def fake_train(d, model_cfg, tc, data, init_from=None, teacher_fn=None):
+        m = load_model(init_from)
+        seen.append((m.config.encoder_layers, m.config.decoder_layers, tc.lr, data))
+        assert m.model.encoder.layers[4].fc2.weight.equal(parent.model.encoder.layers[0].fc2.weight)
+
+    monkeypatch.setattr(s, "_data", lambda folder: folder)
+    monkeypatch.setattr(s, "_train", fake_train)
+    d = tmp_path / "fast_student-6-2_seq_kd"
+    d.mkdir()
+    s.stacked_student(ModelConfig("student-6-2"), "fast_student-2-1_seq_kd", "data_seq_kd", cfg.student_train)(d)
+    assert seen == [(6, 2, cfg.student_train.lr, "data_seq_kd")]
+    assert not (d / "stacked_init").exists()
 
 
 def test_val_bleu_on_a_gpu_ctranslate2_cannot_use_falls_back_to_hf_on_that_gpu(monkeypatch, tmp_path):
