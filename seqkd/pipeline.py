@@ -76,8 +76,8 @@ class ReproduceConfig:
     # teacher's beam on validation (greedy BLEU and sentences/s both measured on validation)
     fast_sizes: tuple[str, ...] = ()
     fast_overrides: dict = field(default_factory=dict)  # applied to every fast size (e.g. dropout)
-    # the fast students' recipe from scratch (None: student_train), for shapes the students' recipe does not
-    # train (none found yet for the deep post-norm encoders 4-1 / 6-1: docs/RESULTS.md, section 6)
+    # the fast students' recipe (None: student_train), for shapes the students' recipe does not train (the deep
+    # post-norm encoders 4-1 / 6-1 did not from scratch; grown with `fast_stack_from` they do: RESULTS section 6)
     fast_train: TrainConfig | None = None
     # shallow-to-deep: every other fast size starts from this fast size's trained Seq-KD model, its layers
     # repeated (`shrink.stack`), then trains on the fast recipe (a deep post-norm encoder under one decoder
