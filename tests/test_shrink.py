@@ -51,13 +51,18 @@ def test_shrink_rejects_bad_layer_lists(tmp_path, tiny_reverse):
 
 
 def test_stack_repeats_trained_layers_and_the_deeper_model_decodes(tmp_path, tiny_reverse):
+    import json
+
+    from seqkd.cli import main
     from seqkd.decode import DecodeConfig, Translator
     from seqkd.models import load_model
     from seqkd.shrink import stack
 
     model_dir, test_src, _, _ = tiny_reverse
     parent = load_model(model_dir)  # tiny: 2+2 layers
-    rep = stack(model_dir, tmp_path / "deep", encoder_layers=5, decoder_layers=3)
+    main(["stack", "--model", str(model_dir), "--encoder-layers", "5", "--decoder-layers", "3",
+          "--out", str(tmp_path / "deep")])
+    rep = json.loads((tmp_path / "deep" / "stack_result.json").read_text())
     deep = load_model(tmp_path / "deep")  # loads with transformers alone: config and weights agree
     assert (deep.config.encoder_layers, deep.config.decoder_layers) == (5, 3)
     assert rep["encoder_layers_from"] == [0, 1, 0, 1, 0] and rep["decoder_layers_from"] == [0, 1, 0]
