@@ -1,4 +1,4 @@
-"""Structured shrinking: drop whole encoder/decoder layers from a trained model (then retrain it).
+"""Layer surgery: drop whole encoder/decoder layers from a trained model, or repeat them (then retrain it).
 
 Unlike magnitude pruning, a model with fewer layers is smaller and faster on dense kernels. The kept
 layers keep their trained weights (renumbered), so retraining starts from a good point; the
@@ -26,8 +26,10 @@ def _check(keep: list[int], n: int, side: str) -> list[int]:
     return keep
 
 
-def shrink(model_dir: str | Path, out: str | Path, cfg: ShrinkConfig) -> dict:
-    """Write a copy of `model_dir` with only the chosen layers into `out`; returns parameter counts."""
+def _relayer(model_dir: str | Path, out: str | Path, pick, name: str, keys: tuple[str, str]) -> dict:
+    """Write `model_dir` with encoder / decoder layers `pick(config) -> (enc, dec)` (indices of its layers, each
+    copied with its trained weights) into `out`, with the tokenizer and `name`.json; returns that report. Only the
+    saved folder is used: loading it numbers the layers (HF's `layer_idx`) afresh."""
     import copy
 
     from torch import nn
@@ -36,20 +38,25 @@ def shrink(model_dir: str | Path, out: str | Path, cfg: ShrinkConfig) -> dict:
     from seqkd.vocab import Vocab
 
     model = load_model(model_dir)
-    c = model.config
-    enc = _check(cfg.keep_encoder_layers, c.encoder_layers, "encoder")
-    dec = _check(cfg.keep_decoder_layers, c.decoder_layers, "decoder")
-    small = copy.deepcopy(model)
-    small.model.encoder.layers = nn.ModuleList([small.model.encoder.layers[i] for i in enc])
-    small.model.decoder.layers = nn.ModuleList([small.model.decoder.layers[i] for i in dec])
-    small.config.encoder_layers, small.config.decoder_layers = len(enc), len(dec)
-    small.config.num_hidden_layers = len(enc)
-    save_model(small, out)
+    enc, dec = pick(model.config)
+    new = copy.deepcopy(model)
+    new.model.encoder.layers = nn.ModuleList([copy.deepcopy(model.model.encoder.layers[i]) for i in enc])
+    new.model.decoder.layers = nn.ModuleList([copy.deepcopy(model.model.decoder.layers[i]) for i in dec])
+    new.config.encoder_layers, new.config.decoder_layers = len(enc), len(dec)
+    new.config.num_hidden_layers = len(enc)
+    save_model(new, out)
     Vocab(model_dir).save_to(out)
-    report = {"parent": str(model_dir), "keep_encoder_layers": enc, "keep_decoder_layers": dec,
-              "parent_params": count_params(model), "params": count_params(small)}
-    write_json(Path(out) / "shrink_result.json", report)
+    report = {"parent": str(model_dir), keys[0]: enc, keys[1]: dec,
+              "parent_params": count_params(model), "params": count_params(new)}
+    write_json(Path(out) / f"{name}.json", report)
     return report
+
+
+def shrink(model_dir: str | Path, out: str | Path, cfg: ShrinkConfig) -> dict:
+    """Write a copy of `model_dir` with only the chosen layers into `out`; returns parameter counts."""
+    return _relayer(model_dir, out, lambda c: (_check(cfg.keep_encoder_layers, c.encoder_layers, "encoder"),
+                                               _check(cfg.keep_decoder_layers, c.decoder_layers, "decoder")),
+                    "shrink_result", ("keep_encoder_layers", "keep_decoder_layers"))
 
 
 def stack(model_dir: str | Path, out: str | Path, encoder_layers: int, decoder_layers: int) -> dict:
@@ -60,35 +67,12 @@ def stack(model_dir: str | Path, out: str | Path, encoder_layers: int, decoder_l
     output projection and tokenizer are unchanged. Deep post-norm encoders under a one-layer decoder
     that do not train from scratch (docs/RESULTS.md, section 6) start here from a working model.
     """
-    import copy
 
-    from torch import nn
+    def pick(c):
+        if encoder_layers < c.encoder_layers or decoder_layers < c.decoder_layers:
+            raise SeqkdError(f"{model_dir}: cannot stack {c.encoder_layers}+{c.decoder_layers} layers into "
+                             f"{encoder_layers}+{decoder_layers} (fewer layers: use shrink)")
+        return ([i % c.encoder_layers for i in range(encoder_layers)],
+                [i % c.decoder_layers for i in range(decoder_layers)])
 
-    from seqkd.models import count_params, load_model, save_model
-    from seqkd.vocab import Vocab
-
-    model = load_model(model_dir)
-    c = model.config
-    if encoder_layers < c.encoder_layers or decoder_layers < c.decoder_layers:
-        raise SeqkdError(f"{model_dir}: cannot stack {c.encoder_layers}+{c.decoder_layers} layers into "
-                         f"{encoder_layers}+{decoder_layers} (fewer layers: use shrink)")
-    enc = [i % c.encoder_layers for i in range(encoder_layers)]
-    dec = [i % c.decoder_layers for i in range(decoder_layers)]
-    big = copy.deepcopy(model)
-    big.model.encoder.layers = nn.ModuleList([copy.deepcopy(model.model.encoder.layers[i]) for i in enc])
-    big.model.decoder.layers = nn.ModuleList([copy.deepcopy(model.model.decoder.layers[i]) for i in dec])
-    for i, layer in enumerate(big.model.encoder.layers):  # HF layers know their index (cache bookkeeping)
-        if hasattr(layer.self_attn, "layer_idx"):
-            layer.self_attn.layer_idx = i
-    for i, layer in enumerate(big.model.decoder.layers):
-        for attn in (layer.self_attn, layer.encoder_attn):
-            if hasattr(attn, "layer_idx"):
-                attn.layer_idx = i
-    big.config.encoder_layers, big.config.decoder_layers = encoder_layers, decoder_layers
-    big.config.num_hidden_layers = encoder_layers
-    save_model(big, out)
-    Vocab(model_dir).save_to(out)
-    report = {"parent": str(model_dir), "encoder_layers_from": enc, "decoder_layers_from": dec,
-              "parent_params": count_params(model), "params": count_params(big)}
-    write_json(Path(out) / "stack_result.json", report)
-    return report
+    return _relayer(model_dir, out, pick, "stack_result", ("encoder_layers_from", "decoder_layers_from"))
