@@ -58,6 +58,20 @@ def load_preset(name: str):
     return from_dict(ReproduceConfig, apply_overrides(load_yaml(path), []))
 
 
+def print_plan(out: str, rows: list[tuple[str, str, float]]) -> None:
+    """`reproduce --plan`'s table: one line per stage, then what a run would keep, resume and discard."""
+    from seqkd.pipeline import CHANGED, DONE, PARTIAL
+
+    print(f"{out}: what `seqkd reproduce` would do with these settings (nothing has run)")
+    for name, status, seconds in rows:
+        print(f"  {name:36s} {status:14s} {seconds / 60:8.1f} min so far" if seconds else f"  {name:36s} {status}")
+    for status, what in ((DONE, "reused"), (PARTIAL, "resumed in its folder"),
+                         (CHANGED, "recomputed: their folders are discarded")):
+        sel = [sec for _, st, sec in rows if st == status]
+        if sel:
+            print(f"{len(sel)} stage(s) {what} ({sum(sel) / 3600:.2f} h of stage time)")
+
+
 def cmd_reproduce(a) -> None:
     from seqkd.config import apply_overrides, from_dict, to_dict
     from seqkd.pipeline import ReproduceConfig, reproduce
@@ -68,6 +82,9 @@ def cmd_reproduce(a) -> None:
     if a.threads:
         cfg.threads = a.threads
     out = a.out or f"runs/{cfg.preset}-{cfg.data.src}-{cfg.data.tgt}"
+    if a.plan:
+        print_plan(out, reproduce(cfg, out, plan=True)["plan"])
+        return
     res = reproduce(cfg, out, progress=not a.quiet, stop_after=a.stop_after or "")
     if not res:
         print(f"{out}: stopped after stage {a.stop_after}; rerun without --stop-after to continue")
@@ -285,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("--out", help="run folder (default runs/PRESET-SRC-TGT); rerun to resume")
     s.add_argument("--stop-after", metavar="STAGE", help="end after this stage (e.g. teacher); rerun to go on")
+    s.add_argument("--plan", action="store_true", help="run nothing: list each stage as done, partial, changed "
+                   "(a run would discard its folder) or to run, under these settings; safe beside a running grid")
     s.set_defaults(func=cmd_reproduce)
 
     s = sub.add_parser("translate", help="translate a file or stdin, one output line per input line")

@@ -172,20 +172,64 @@ class StopAfter(Exception):
     """Raised after the stage named by --stop-after."""
 
 
-class Runner:
-    """Runs named stages once; `hashes` chains each stage's identity into its dependants."""
+# What `reproduce --plan` says of a stage.
+DONE, PARTIAL, CHANGED, NEW, UNKNOWN = "done", "partial", "changed", "to run", "not yet known"
 
-    def __init__(self, out: Path, progress: bool = True, stop_after: str = ""):
-        self.out, self.progress, self.stop_after = out, progress, stop_after
+
+class Runner:
+    """Runs named stages once; `hashes` chains each stage's identity into its dependants.
+
+    `plan`: run nothing and write nothing; `rows` gets each stage's (name, status, seconds so far), where
+    status is DONE (reused as it is), PARTIAL (resumes in its folder), CHANGED (its folder holds another
+    identity's work, which a run would discard), NEW, or UNKNOWN (its identity depends on a choice made
+    from stages not yet done, such as the best student).
+    """
+
+    def __init__(self, out: Path, progress: bool = True, stop_after: str = "", plan: bool = False):
+        self.out, self.progress, self.stop_after, self.plan = out, progress, stop_after, plan
         self.stopped = False
         self.hashes: dict[str, str] = {}
         self.seconds: dict[str, float] = {}
         self.ran: list[str] = []
+        self.rows: list[tuple[str, str, float]] = []
+        self.unknown: set[str] = set()
+
+    def status(self, name: str, h: str) -> tuple[str, float]:
+        """(status, clock seconds so far) of stage `name` under identity `h`, from its folder alone."""
+        d = self.out / name
+        if (d / "stage.json").exists():
+            m = json.loads((d / "stage.json").read_text())
+            if m["hash"] == h:
+                return DONE, m["seconds"]
+        if not d.exists():
+            return NEW, 0.0
+        seconds = json.loads((d / "clock.json").read_text())["seconds"] if (d / "clock.json").exists() else 0.0
+        same = (d / "stage_hash.txt").exists() and (d / "stage_hash.txt").read_text() == h
+        return (PARTIAL if same else CHANGED), seconds
+
+    def done(self, names: list[str]) -> bool:
+        """Whether every stage of `names` is finished under its current identity (always, outside a plan)."""
+        status = {n: s for n, s, _ in self.rows}
+        return not self.plan or all(status.get(n) == DONE for n in names)
+
+    def placeholder(self, name: str) -> str:
+        """A stand-in for a choice a plan cannot make yet; stages that depend on it plan as UNKNOWN."""
+        self.hashes[name] = ""
+        self.unknown.add(name)
+        return name
 
     def stage(self, name: str, inputs: list[str], params, fn: Callable[[Path], None]) -> Path:
         self.stopped = name == self.stop_after
         h = _h({"params": params, "inputs": [self.hashes[i] for i in inputs]})
         d = self.out / name
+        if self.plan:
+            self.hashes[name] = h
+            if self.unknown.intersection(inputs):
+                self.unknown.add(name)
+                self.rows.append((name, UNKNOWN, 0.0))
+            else:
+                self.rows.append((name, *self.status(name, h)))
+            return d
         marker = d / "stage.json"
         if marker.exists():
             m = json.loads(marker.read_text())
@@ -208,13 +252,18 @@ class Runner:
         return d
 
 
-def reproduce(cfg: ReproduceConfig, out: str | Path, progress: bool = True, stop_after: str = "") -> dict:
+def reproduce(cfg: ReproduceConfig, out: str | Path, progress: bool = True, stop_after: str = "",
+              plan: bool = False) -> dict:
     """Run (or resume) the whole grid into `out`; returns results.json's content.
 
     `stop_after`: end after this stage (e.g. "teacher") without a report. A second `reproduce` on
-    the same folder while this one runs is refused (folder lock).
+    the same folder while this one runs is refused (folder lock). `plan`: run and write nothing, take
+    no lock (a running grid can be asked), and return {"plan": [(stage, status, seconds so far), ...]}:
+    which finished stages a run with this configuration would reuse and which it would recompute.
     """
     out = Path(out)
+    if plan:
+        return _reproduce(cfg, out, False, "", plan=True)
     with folder_lock(out, "seqkd reproduce"):
         return _reproduce(cfg, out, progress, stop_after)
 
@@ -260,7 +309,7 @@ def check_config(cfg: ReproduceConfig) -> None:
             raise SeqkdError(f"{name}: the grid retrains every pruning round; give max_epochs or max_steps")
 
 
-def _reproduce(cfg: ReproduceConfig, out: Path, progress: bool, stop_after: str) -> dict:
+def _reproduce(cfg: ReproduceConfig, out: Path, progress: bool, stop_after: str, plan: bool = False) -> dict:
     import torch
 
     from seqkd import stages
@@ -270,14 +319,15 @@ def _reproduce(cfg: ReproduceConfig, out: Path, progress: bool, stop_after: str)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t0 = time.time()
-    write_json(out / "config.json", asdict(cfg))
+    if not plan:
+        write_json(out / "config.json", asdict(cfg))
     train_src, train_tgt = load_pairs(cfg.data, "train")
     val = load_pairs(cfg.data, "val")
     test_src, test_ref = load_pairs(cfg.data, "test")
     if cfg.eval_max_sents:
         test_src, test_ref = test_src[: cfg.eval_max_sents], test_ref[: cfg.eval_max_sents]
     refs = TrainData(train_src, train_tgt, *val)
-    r = Runner(out, progress, stop_after)
+    r = Runner(out, progress, stop_after, plan)
     # the data's identity is its content (after cleaning), never the path it was read from
     data_id = {"pairs": len(train_src), "sha": _h([train_src, train_tgt, *val])}
     S = stages.Stages(cfg, r, refs, progress)
@@ -353,8 +403,9 @@ def _reproduce(cfg: ReproduceConfig, out: Path, progress: bool, stop_after: str)
                                                               "repeats": cfg.speed_repeats,
                                                               "n": cfg.eval_max_sents},
                       S.fast_pick(fast + students))
-        best = S.best_student([s for s in STUDENTS])
-        log.info("best student by validation BLEU: %s", best)
+        best = S.best_student(list(STUDENTS)) if r.done(list(STUDENTS)) else r.placeholder("(best student)")
+        if best not in r.unknown:
+            log.info("best student by validation BLEU: %s", best)
         pruned = []
         for chain in cfg.prune:
             prev = best
@@ -365,7 +416,7 @@ def _reproduce(cfg: ReproduceConfig, out: Path, progress: bool, stop_after: str)
                            "ft": identity(cfg.finetune_train)}, S.prune(prev, sp, chain["scheme"]))
                 pruned.append(name)
                 prev = name
-        pick = S.int8_pick(pruned, best)
+        pick = S.int8_pick(pruned, best) if r.done(["teacher", best, *pruned]) else r.placeholder("(int8 pick)")
         run_stage("best_int8", [pick], {"from": pick}, S.export(pick))
         seed_runs = [f"{s}-seed{x}" for s in ("baseline", "seq_kd") for x in cfg.seeds[1:]]
         seed_runs += ["baseline-fp32"] if fp32_control else []
@@ -382,6 +433,8 @@ def _reproduce(cfg: ReproduceConfig, out: Path, progress: bool, stop_after: str)
     except StopAfter as e:
         log.info("stopped after stage %s (--stop-after)", e)
         return {}
+    if plan:
+        return {"plan": r.rows}
     if stop_after:
         log.warning("--stop-after %s: no stage of that name in this grid; it ran to the end", stop_after)
     from seqkd.report import write_report

@@ -82,6 +82,46 @@ def test_rerun_skips_everything(tiny_run, multi30k_dir, tmp_path):
     assert after["systems"] == before["systems"]
 
 
+def _tree(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(f.relative_to(folder)): (f.stat().st_size, f.stat().st_mtime_ns) for f in folder.rglob("*")
+            if f.is_file()}
+
+
+def _plan(capsys, out: Path, data_dir: Path, *extra: str) -> dict[str, str]:
+    """`reproduce --plan` run in-process: {stage: status}."""
+    from seqkd.cli import main
+
+    assert main(["reproduce", "--preset", "tiny", "--data-dir", str(data_dir), "--out", str(out), "--plan",
+                 *extra]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("(nothing has run)")
+    return {ln.split()[0]: ln.split(None, 1)[1].split("  ")[0].strip() for ln in lines[1:] if ln.startswith("  ")}
+
+
+def test_plan_says_what_a_rerun_keeps_and_discards_and_touches_nothing(tiny_run, multi30k_dir, tmp_path, capsys):
+    out, _ = tiny_run
+    moved = tmp_path / "moved"
+    shutil.copytree(out, moved, symlinks=True)
+    before = _tree(moved)
+    link = tmp_path / "data-link"  # the data through another path: still the same stages
+    link.symlink_to(multi30k_dir, target_is_directory=True)
+    plan = _plan(capsys, moved, link, "--threads", "1")
+    assert list(plan) == list(json.loads((out / "results.json").read_text())["stage_seconds"])
+    assert set(plan.values()) == {"done"}, plan
+    # a change that matters to the students: the vocabulary, teacher and distilled data stay, the students change
+    plan = _plan(capsys, moved, link, "--set", "student_train.lr=0.0042")
+    assert all(plan[s] == "done" for s in ("vocab", "teacher", "data_seq_kd", "data_seq_inter", "teacher+seq_inter"))
+    assert all(plan[s] == "changed" for s in ("baseline", "seq_kd", "word_kd+seq_inter", "fast_student-2-1_seq_kd"))
+    assert plan["pruned_50"] == "not yet known"  # its parent, the best student, is chosen from stages to be rerun
+    assert _tree(moved) == before  # nothing written, nothing removed
+    # a half-run stage resumes; an empty folder plans everything and is not created
+    (moved / "speed" / "stage.json").unlink()
+    assert _plan(capsys, moved, link)["speed"] == "partial"
+    fresh = tmp_path / "fresh"
+    plan = _plan(capsys, fresh, link)
+    assert plan["vocab"] == "to run" and plan["eval"] == "not yet known" and not fresh.exists()
+
+
 def test_seeds_and_claims_in_report(tiny_run):
     out, _ = tiny_run
     res = json.loads((out / "results.json").read_text())
