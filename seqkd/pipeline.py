@@ -222,21 +222,20 @@ class Runner:
         self.stopped = name == self.stop_after
         h = _h({"params": params, "inputs": [self.hashes[i] for i in inputs]})
         d = self.out / name
+        if self.plan and self.unknown.intersection(inputs):
+            self.hashes[name] = h
+            self.unknown.add(name)
+            self.rows.append((name, UNKNOWN, 0.0))
+            return d
+        status, seconds = self.status(name, h)  # the one decision a plan reports and a run acts on
         if self.plan:
             self.hashes[name] = h
-            if self.unknown.intersection(inputs):
-                self.unknown.add(name)
-                self.rows.append((name, UNKNOWN, 0.0))
-            else:
-                self.rows.append((name, *self.status(name, h)))
+            self.rows.append((name, status, seconds))
             return d
-        marker = d / "stage.json"
-        if marker.exists():
-            m = json.loads(marker.read_text())
-            if m["hash"] == h:
-                self.hashes[name], self.seconds[name] = h, m["seconds"]
-                return d
-        if d.exists() and (not (d / "stage_hash.txt").exists() or (d / "stage_hash.txt").read_text() != h):
+        if status == DONE:
+            self.hashes[name], self.seconds[name] = h, seconds
+            return d
+        if status == CHANGED:
             log.info("stage %s: settings changed, recomputing", name)
             shutil.rmtree(d)
         d.mkdir(parents=True, exist_ok=True)
@@ -245,7 +244,7 @@ class Runner:
         with StageClock(d / "clock.json") as clock:
             fn(d)
         self.seconds[name] = clock.total
-        write_json(marker, {"hash": h, "seconds": self.seconds[name]})
+        write_json(d / "stage.json", {"hash": h, "seconds": self.seconds[name]})
         faults.point("stage_done")
         self.hashes[name] = h
         self.ran.append(name)
