@@ -19,7 +19,7 @@ from safetensors.torch import load_file, load_model, save_file
 from safetensors.torch import save_model as save_weights
 
 from seqkd import faults
-from seqkd.fsutil import SeqkdError, finish_folder, is_no_space, no_space, write_json
+from seqkd.fsutil import SeqkdError, finish_folder, is_no_space, no_space, read_json, write_json
 
 
 def save(run: Path, model, opt: torch.optim.Optimizer, state: dict, rng: list[torch.Tensor]) -> None:
@@ -89,7 +89,7 @@ def load(run: Path, model, opt: torch.optim.Optimizer, rank: int, world: int, se
     latest = run / "checkpoints" / "latest.json"
     if not latest.exists():
         return None
-    d = run / "checkpoints" / json.loads(latest.read_text())["dir"]
+    d = run / "checkpoints" / read_json(latest, ["dir"], "delete the checkpoints folder to restart")["dir"]
     try:
         _check_shapes(d, model)
         load_model(model, str(d / "model.safetensors"), device=str(device))

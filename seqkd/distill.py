@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from seqkd import faults
 from seqkd.decode import DecodeConfig, Translator
-from seqkd.fsutil import SeqkdError, atomic_open, sha256_file, write_json
+from seqkd.fsutil import SeqkdError, atomic_open, read_json, sha256_file, write_json
 from seqkd.pairs import ListPairs, Pairs
 from seqkd.shards import LOCK, locked, merge, shard_path, try_claim, unfinished
 
@@ -157,7 +157,7 @@ def _finished(out: Path, ident: dict) -> dict | None:
     manifest_path = out / "manifest.json"
     if not manifest_path.exists():
         return None
-    m = json.loads(manifest_path.read_text())
+    m = read_json(manifest_path)
     if {k: m.get(k) for k in ident if k != "teacher"} == _moveable(ident):
         log.info("%s: distilled data up to date, skipping", out)
         return m
@@ -171,7 +171,7 @@ def _prepare(out: Path, ident: dict) -> Path:
     shard_dir.mkdir(parents=True, exist_ok=True)
     if not (out / "identity.json").exists():
         write_json(out / "identity.json", ident)
-    if _moveable(json.loads((out / "identity.json").read_text())) != _moveable(ident):
+    if _moveable(read_json(out / "identity.json")) != _moveable(ident):
         raise SeqkdError(f"{out}: unfinished shards come from another teacher, input or config; use another folder")
     return shard_dir
 

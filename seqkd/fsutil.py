@@ -104,6 +104,21 @@ def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
         f.flush()
 
 
+def read_json(path: str | os.PathLike, keys: Iterable[str] = (), fix: str = "delete it and rerun") -> dict:
+    """The JSON object in `path` (a file this program wrote, or a model's config); a file that cannot be read,
+    is not JSON, is not an object or lacks one of `keys` is a one-line SeqkdError naming it and saying `fix`."""
+    p = Path(path)
+    try:
+        obj = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        raise SeqkdError(f"{p}: not a readable JSON file ({e}); {fix}") from None
+    if not isinstance(obj, dict):
+        raise SeqkdError(f"{p}: expected a JSON object, found a {type(obj).__name__}; {fix}")
+    if missing := [k for k in keys if k not in obj]:
+        raise SeqkdError(f"{p}: damaged, no {missing[0]!r} field; {fix}")
+    return obj
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     out = []
     p = Path(path)

@@ -8,7 +8,6 @@ one example's rows at a time, so its size on disk does not become memory.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from tqdm import tqdm
 from seqkd import faults
 from seqkd.batching import collate, token_batches
 from seqkd.distill import weights_hash
-from seqkd.fsutil import SeqkdError, hash_lines, write_json
+from seqkd.fsutil import SeqkdError, hash_lines, read_json, write_json
 from seqkd.losses import _log_probs
 from seqkd.models import load_model, training_logits
 from seqkd.vocab import Vocab
@@ -70,7 +69,7 @@ def build_topk_cache(teacher_dir: str | Path, src: list[str], tgt: list[str], ou
              "temperature": temperature, "input_sha256": hash_lines(src, tgt), "pairs": len(src),
              "shard_size": shard_size}
     if (out / "manifest.json").exists():
-        if json.loads((out / "manifest.json").read_text()) == ident:
+        if read_json(out / "manifest.json") == ident:
             return out
         raise SeqkdError(f"{out / 'manifest.json'}: a cache for another teacher, input or k; use another folder")
     out.mkdir(parents=True, exist_ok=True)
@@ -128,7 +127,7 @@ def offline_teacher(cache_dir: str | Path, vocab: Vocab, input_sha256: str, temp
     mpath = cache / "manifest.json"
     if not mpath.exists():
         raise SeqkdError(f"{mpath}: top-k cache not found or unfinished (run `seqkd distill --mode topk`)")
-    m = json.loads(mpath.read_text())
+    m = read_json(mpath, ["vocab", "input_sha256"])
     if m["vocab"] != vocab.fingerprint():
         raise SeqkdError(f"{cache}: top-k cache was built with another vocabulary than the student's")
     if m["input_sha256"] != input_sha256:

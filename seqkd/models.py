@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -14,7 +13,7 @@ from safetensors import SafetensorError
 from transformers import MarianConfig, MarianMTModel
 
 from seqkd import faults
-from seqkd.fsutil import SeqkdError, finish_folder
+from seqkd.fsutil import SeqkdError, finish_folder, read_json
 
 try:
     from huggingface_hub.errors import StrictDataclassError
@@ -25,6 +24,7 @@ except ImportError:  # pragma: no cover - older huggingface_hub does not type-ch
 
 
 log = logging.getLogger(__name__)
+_FIX = "point to a model folder saved by seqkd or transformers"
 
 # What a bad model folder makes transformers / safetensors / CTranslate2's converter raise, found by
 # corrupting files (tests/test_security.py): garbage or truncated safetensors -> SafetensorError;
@@ -100,24 +100,13 @@ def build_model(cfg: ModelConfig, vocab_size: int, pad_id: int, eos_id: int, see
     return model
 
 
-def _json_object(path: Path) -> dict:
-    """The JSON object in `path`; SeqkdError if it cannot be read, is not JSON or not an object."""
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:  # ValueError: JSONDecodeError, UnicodeDecodeError
-        raise SeqkdError(f"{path}: not a readable JSON file ({e})") from None
-    if not isinstance(obj, dict):
-        raise SeqkdError(f"{path}: expected a JSON object, found a {type(obj).__name__}")
-    return obj
-
-
 def read_model_config(model_dir: Path) -> dict:
     """config.json of a model folder; SeqkdError unless it is the JSON object of a Marian model (and
     generation_config.json, when present, a JSON object). transformers would otherwise fail with a
     TypeError / AttributeError, or load another architecture's folder with random weights."""
-    cfg = _json_object(model_dir / "config.json")
+    cfg = read_json(model_dir / "config.json", fix=_FIX)
     if (model_dir / "generation_config.json").exists():
-        _json_object(model_dir / "generation_config.json")
+        read_json(model_dir / "generation_config.json", fix=_FIX)
     if cfg.get("model_type") != "marian":
         raise SeqkdError(f"{model_dir / 'config.json'}: model_type {cfg.get('model_type')!r} is not supported "
                          "(only Marian models, model_type 'marian')")
@@ -232,5 +221,5 @@ def count_params(model: torch.nn.Module) -> dict[str, int]:
 
 
 def model_summary(model_dir: str | Path) -> dict:
-    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    cfg = read_json(Path(model_dir) / "config.json", fix=_FIX)
     return {k: cfg.get(k) for k in ("d_model", "encoder_layers", "decoder_layers", "vocab_size")}

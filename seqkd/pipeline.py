@@ -22,13 +22,14 @@ from pathlib import Path
 from seqkd import faults
 from seqkd.data import DataConfig, load_pairs
 from seqkd.dist import resolve_device
-from seqkd.fsutil import SeqkdError, folder_lock, write_json, write_text
+from seqkd.fsutil import SeqkdError, folder_lock, read_json, write_json, write_text
 from seqkd.models import ModelConfig
 from seqkd.precision import bf16_autocast
 from seqkd.train import TrainConfig, TrainData
 from seqkd.vocab import VocabConfig
 
 log = logging.getLogger(__name__)
+_FIX = "delete it (or its stage folder) and rerun"
 
 # Table 1's student rows, in the paper's order; the second student size gets `ReproduceConfig.small_suffix`.
 STUDENTS = ("baseline", "word_kd", "seq_kd", "baseline+seq_inter", "word_kd+seq_inter", "seq_kd+seq_inter",
@@ -143,7 +144,7 @@ class StageClock:
 
     def __init__(self, path: Path, every: float = 15.0):
         self.path, self.every = path, every
-        self.total = json.loads(path.read_text())["seconds"] if path.exists() else 0.0
+        self.total = read_json(path, ["seconds"], _FIX)["seconds"] if path.exists() else 0.0
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -198,12 +199,12 @@ class Runner:
         """(status, clock seconds so far) of stage `name` under identity `h`, from its folder alone."""
         d = self.out / name
         if (d / "stage.json").exists():
-            m = json.loads((d / "stage.json").read_text())
+            m = read_json(d / "stage.json", ["hash", "seconds"], _FIX)
             if m["hash"] == h:
                 return DONE, m["seconds"]
         if not d.exists():
             return NEW, 0.0
-        seconds = json.loads((d / "clock.json").read_text())["seconds"] if (d / "clock.json").exists() else 0.0
+        seconds = read_json(d / "clock.json", ["seconds"], _FIX)["seconds"] if (d / "clock.json").exists() else 0.0
         same = (d / "stage_hash.txt").exists() and (d / "stage_hash.txt").read_text() == h
         return (PARTIAL if same else CHANGED), seconds
 

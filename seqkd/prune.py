@@ -14,7 +14,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from seqkd.fsutil import SeqkdError
+from seqkd.fsutil import SeqkdError, read_json
 from seqkd.models import is_embedding
 
 SCHEMES = ("class-blind", "class-uniform", "class-distribution")
@@ -153,7 +153,6 @@ def prune_and_retrain(model_dir: str | Path, out: str | Path, cfg: PruneConfig, 
     retrained model before it is kept in ROUND/retrain. With train_cfg.max_epochs == 0 and
     max_steps == 0 the model is pruned and saved without retraining.
     """
-    import json
     from dataclasses import replace
 
     from seqkd.fsutil import write_json
@@ -163,7 +162,7 @@ def prune_and_retrain(model_dir: str | Path, out: str | Path, cfg: PruneConfig, 
 
     out = Path(out)
     if (out / "prune_result.json").exists():
-        return json.loads((out / "prune_result.json").read_text())
+        return read_json(out / "prune_result.json", fix="delete it to prune again")
     vocab = Vocab(model_dir)
     prev = Path(model_dir)
     targets = schedule(cfg.sparsity, cfg.rounds, cfg.schedule)
@@ -202,7 +201,7 @@ def prune_and_retrain(model_dir: str | Path, out: str | Path, cfg: PruneConfig, 
                   **sparsity_report(model, masks)}
         write_json(rdir / "prune_result.json", report)
         prev = rdir
-    return json.loads((out / "prune_result.json").read_text())
+    return read_json(out / "prune_result.json")
 
 
 def export_ct2(model_dir: str | Path, out: str | Path, quantization: str = "int8", vmap: str | None = None) -> dict:

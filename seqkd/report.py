@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 from dataclasses import asdict
 from pathlib import Path
 
-from seqkd.fsutil import write_json, write_text
+from seqkd.fsutil import read_json, read_jsonl, write_json, write_text
 
 PAPER_NOTE = ("Kim & Rush (2016), WMT14 En-De: teacher 4x1000 17.7 greedy / 19.5 beam; 2x500 baseline 14.7 / 17.6; "
               "Seq-KD 18.9 / 19.0; Seq-KD + Seq-Inter + Word-KD 18.8 / 19.2.")
+
+_FIX = "delete its stage folder and rerun `seqkd reproduce`"
 
 
 def machine_info(threads: int) -> dict:
@@ -55,11 +56,11 @@ def _significance(out: Path, systems: list[str], refs: list[str], samples: int) 
 
 
 def write_report(out: Path, cfg, runner, systems: list[str], best: str, wall: float, refs: list[str]) -> dict:
-    rows = [json.loads((out / "eval" / f"{s}.json").read_text()) for s in systems]
+    rows = [read_json(out / "eval" / f"{s}.json", fix=_FIX) for s in systems]
     sig = _significance(out, systems, refs, cfg.bootstrap_samples)
     for r in rows:
         r.update(sig.get(r["name"], {}))
-    speed = json.loads((out / "speed" / "speed.json").read_text())
+    speed = read_json(out / "speed" / "speed.json", fix=_FIX)
     results = {
         "preset": cfg.preset, "note": cfg.note, "src": cfg.data.src, "tgt": cfg.data.tgt,
         "test_set": f"{cfg.data.corpus}:{cfg.data.test_split}", "sacrebleu_signature": rows[0]["bleu_signature"],
@@ -69,7 +70,7 @@ def write_report(out: Path, cfg, runner, systems: list[str], best: str, wall: fl
         "seeds": seed_stats(rows, cfg.seeds), "speed": speed,
     }
     if (out / "fast" / "source.json").exists():  # how `fast` was chosen (on validation)
-        pick = json.loads((out / "fast" / "source.json").read_text())
+        pick = read_json(out / "fast" / "source.json", fix=_FIX)
         results["fast_pick"] = {k: pick[k] for k in ("model", "within_budget", "teacher_val_bleu_beam", "max_drop")}
     results["claims"] = claims(rows, best, speed, results["seeds"])
     write_json(out / "results.json", results)
@@ -301,7 +302,7 @@ def _plots(out: Path, res: dict) -> None:
     for name in ("teacher", "baseline", "word_kd", "seq_kd", "seq_kd+word_kd"):
         mp = out / name / "metrics.jsonl"
         if mp.exists():
-            val = [json.loads(ln) for ln in mp.read_text().splitlines() if '"val"' in ln]
+            val = [r for r in read_jsonl(mp) if r.get("type") == "val"]
             if val and "val_bleu" in val[0]:
                 ax.plot([v["step"] for v in val], [v["val_bleu"] for v in val], "o-", ms=3, label=name)
     ax.set_xlabel("step")

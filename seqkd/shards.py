@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from seqkd import faults
-from seqkd.fsutil import SeqkdError, atomic_open, locked, write_json
+from seqkd.fsutil import SeqkdError, atomic_open, locked, read_json, write_json
 from seqkd.pairs import INDEX_PREFIX
 
 if TYPE_CHECKING:
@@ -204,7 +204,7 @@ def merge(out: Path, pairs: Pairs, shards: Sequence[Sequence[int]], ident: dict,
     shard_dir, manifest_path = out / "shards", out / "manifest.json"
     with locked(out / LOCK):
         if manifest_path.exists():
-            return json.loads(manifest_path.read_text())
+            return read_json(manifest_path)
         try:
             if missing := unfinished(shard_dir, len(shards)):
                 raise SeqkdError(f"{shard_path(shard_dir, missing[0])}: shard missing ({len(missing)} of "

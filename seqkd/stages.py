@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import statistics
@@ -13,10 +12,11 @@ from pathlib import Path
 import yaml
 
 from seqkd.corpus import read_parallel
-from seqkd.fsutil import SeqkdError, write_json
+from seqkd.fsutil import SeqkdError, read_json, write_json
 from seqkd.train import TrainData, train
 
 log = logging.getLogger(__name__)
+_FIX = "delete its stage folder and rerun"
 
 
 def prune_name(sparsity: float, scheme: str, default_scheme: str = "class-blind") -> str:
@@ -26,7 +26,7 @@ def prune_name(sparsity: float, scheme: str, default_scheme: str = "class-blind"
 
 def val_bleu(run_dir: Path) -> float:
     """A trained stage's best validation BLEU (greedy), from its train_result.json."""
-    return json.loads((run_dir / "train_result.json").read_text())["best_metric"]
+    return read_json(run_dir / "train_result.json", ["best_metric"], _FIX)["best_metric"]
 
 
 def choose_fast(rows: dict[str, dict], teacher_val_beam: float, max_drop: float) -> tuple[str, bool]:
@@ -214,7 +214,7 @@ class Stages:
 
         teacher = count_params(load_model(self._dir("teacher")))["total"]
         ok = [p for p in pruned
-              if teacher / json.loads((self._dir(p) / "prune_result.json").read_text())["params_nonzero"]
+              if teacher / read_json(self._dir(p) / "prune_result.json", ["params_nonzero"], _FIX)["params_nonzero"]
               >= self.cfg.int8_min_ratio]
         return max(ok, key=lambda p: (val_bleu(self._dir(p)), p)) if ok else best
 
@@ -286,9 +286,9 @@ class Stages:
                 cfg = DecodeConfig(engine="ct2", beam=self.cfg.eval_beam, threads=self.cfg.threads)
                 size, val_dir = None, model_dir
                 if name == "fast":
-                    model_dir = val_dir = self._dir(json.loads((model_dir / "source.json").read_text())["model"])
+                    model_dir = val_dir = self._dir(read_json(model_dir / "source.json", ["model"], _FIX)["model"])
                 if name == "best_int8":
-                    model_dir = self._dir(json.loads((self._dir(name) / "source.json").read_text())["model"])
+                    model_dir = self._dir(read_json(self._dir(name) / "source.json", ["model"], _FIX)["model"])
                     cfg = replace(cfg, compute_type="int8")
                     size = (self._dir(name) / "ct2-int8" / "model.bin").stat().st_size / 2**20
                     val_dir = model_dir
@@ -335,7 +335,7 @@ class Stages:
 
             runs = {"teacher_beam": ("teacher", self.cfg.eval_beam, None), "student_greedy": (best, 1, None)}
             if with_fast:
-                fast = json.loads((self._dir("fast") / "source.json").read_text())["model"]
+                fast = read_json(self._dir("fast") / "source.json", ["model"], _FIX)["model"]
                 runs["fast_greedy"] = (fast, 1, None)
                 if (self._dir("shortlist") / "vmap.txt").exists():
                     runs["fast_greedy_vmap"] = (fast, 1, str(self._dir("shortlist") / "vmap.txt"))

@@ -15,7 +15,6 @@ does not grow with the rows a run touches); only the lengths (4 bytes a pair) ar
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seqkd.fsutil import SeqkdError, hash_lines, write_json
+from seqkd.fsutil import SeqkdError, hash_lines, read_json, write_json
 from seqkd.vocab import Vocab
 
 FORMAT = 1
@@ -51,7 +50,7 @@ class TokenData:
         meta_path = self.folder / "meta.json"
         if not meta_path.exists():
             raise SeqkdError(f"{meta_path}: token data not found or unfinished")
-        self.meta = json.loads(meta_path.read_text())
+        self.meta = read_json(meta_path, ["pairs", "dtype"])
         self.n = int(self.meta["pairs"])
         self.dtype = np.dtype(self.meta["dtype"])
         self._fd: dict[str, tuple[int, int]] = {}
@@ -97,7 +96,7 @@ def build(folder: str | Path, pairs: Callable[[], Iterable[tuple[str, str]]], vo
     digest = input_sha256 or hash_pairs(pairs)
     want = {"format": FORMAT, "vocab": vocab.fingerprint(), "input_sha256": digest}
     if (folder / "meta.json").exists():
-        meta = json.loads((folder / "meta.json").read_text())
+        meta = read_json(folder / "meta.json")
         if {k: meta.get(k) for k in want} == want:
             return TokenData(folder)
         shutil.rmtree(folder)

@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from seqkd import checkpoint, dist, stream, validation
-from seqkd.fsutil import SeqkdError, append_jsonl, folder_lock, read_jsonl, write_json
+from seqkd.fsutil import SeqkdError, append_jsonl, folder_lock, read_json, read_jsonl, write_json
 from seqkd.losses import LossConfig, compute_loss
 from seqkd.models import count_params, save_model, training_logits
 from seqkd.precision import bf16_autocast
@@ -167,7 +167,7 @@ def train(run_dir: str | Path, cfg: TrainConfig, model, vocab: Vocab, data: Trai
     done = run / "train_result.json"
     if done.exists():
         log.info("%s: already trained, skipping", run)
-        return json.loads(done.read_text())
+        return read_json(done, fix="delete it to retrain")
     d = dist.setup(cfg.device)
     if d.world == 1:
         with folder_lock(run, "training run"), ctrl_c_checkpoints() as ctrl_c:

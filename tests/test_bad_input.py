@@ -94,6 +94,10 @@ def test_corrupt_checkpoint(tmp_path, capsys, multi30k_dir):
     err = _run(capsys, "train", "--size", "tiny", "--out", str(out), "--data-dir", str(multi30k_dir),
                "--set", "data.max_train_pairs=300", "--set", "vocab.size=300")
     assert "step-5" in err and "corrupt checkpoint" in err
+    (out / "checkpoints" / "latest.json").write_text('{"dir": "st')  # a torn pointer: named, not a traceback
+    err = _run(capsys, "train", "--size", "tiny", "--out", str(out), "--data-dir", str(multi30k_dir),
+               "--set", "data.max_train_pairs=300", "--set", "vocab.size=300")
+    assert f"{out / 'checkpoints' / 'latest.json'}: not a readable JSON file" in err
 
 
 @pytest.mark.parametrize("argv", [[], ["vocab"], ["train"], ["distill"], ["prune"], ["shrink"], ["stack"], ["export"],

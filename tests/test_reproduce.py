@@ -117,6 +117,18 @@ def test_plan_says_what_a_rerun_keeps_and_discards_and_touches_nothing(tiny_run,
     # a half-run stage resumes; an empty folder plans everything and is not created
     (moved / "speed" / "stage.json").unlink()
     assert _plan(capsys, moved, link)["speed"] == "partial"
+    # a damaged stage record: one line naming it, exit 2, from a plan and from a run alike, and no stage's files
+    # touched (a run rewrites only the folder's own lock and config.json)
+    (moved / "vocab" / "stage.json").write_text('{"hash": "0a1')
+    stages = {k: v for k, v in _tree(moved).items() if "/" in k}
+    from seqkd.cli import main
+
+    for extra in (["--plan"], []):
+        assert main(["reproduce", "--preset", "tiny", "--data-dir", str(link), "--out", str(moved), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"seqkd: error: {moved / 'vocab' / 'stage.json'}: not a readable JSON file") and \
+            "\n" not in err, err
+        assert {k: v for k, v in _tree(moved).items() if "/" in k} == stages
     fresh = tmp_path / "fresh"
     plan = _plan(capsys, fresh, link)
     assert plan["vocab"] == "to run" and plan["eval"] == "not yet known" and not fresh.exists()
