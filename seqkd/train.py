@@ -238,7 +238,7 @@ def _train(run: Path, cfg: TrainConfig, model, vocab: Vocab, data: TrainData, te
                disable=not progress or not d.main, dynamic_ncols=True)
     model.train()
     t0 = time.time() - state["elapsed"]
-    window = {"loss": 0.0, "nll": 0.0, "kd": 0.0, "tok": 0, "t": time.time()}
+    window = {"loss": 0.0, "nll": 0.0, "kd": 0.0, "tok": 0, "t": time.time(), "ckpt_s": 0.0}
 
     def validate() -> bool:
         """Validate on rank 0, keep the best model; True (on every rank) when early stopping triggers."""
@@ -319,14 +319,14 @@ def _train(run: Path, cfg: TrainConfig, model, vocab: Vocab, data: TrainData, te
         dt = max(1e-9, time.time() - window["t"])
         row = {"type": "train", "step": state["step"], "epoch": state["epoch"], "loss": loss / tok,
                "nll": nll / tok, "lr": lr_at(state["step"], cfg, total_steps), "tgt_tokens_per_s": tok / dt,
-               "elapsed": time.time() - t0}
+               "elapsed": time.time() - t0, "ckpt_s": round(window["ckpt_s"], 3)}
         if cfg.loss.word_kd_alpha > 0:
             row["kd"] = kd / tok
         row["rss_mb"] = round(validation.release_memory(), 1)  # trimmed every window: the heap stays small
         if d.main:
             append_jsonl(run / "metrics.jsonl", row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tgt_tokens_per_s']:.0f}")
-        window = {"loss": 0.0, "nll": 0.0, "kd": 0.0, "tok": 0, "t": time.time()}
+        window = {"loss": 0.0, "nll": 0.0, "kd": 0.0, "tok": 0, "t": time.time(), "ckpt_s": 0.0}
 
     while state["epoch"] < cfg.max_epochs and not state["stopped"]:
         order = st.epoch(cfg.seed, state["epoch"])
@@ -355,7 +355,9 @@ def _train(run: Path, cfg: TrainConfig, model, vocab: Vocab, data: TrainData, te
                 state["elapsed"] = time.time() - t0
                 rng = dist.gather_rng(d)
                 if d.main:
+                    t_ckpt = time.time()
                     checkpoint.save(run, model, opt, state, rng)
+                    window["ckpt_s"] += time.time() - t_ckpt  # reported in the next train row
             if ctrl_c["hit"]:
                 bar.close()
                 log.warning("%s: interrupted at step %d; checkpoint saved, rerun the same command to resume",

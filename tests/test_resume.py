@@ -71,3 +71,7 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
         return [(r["type"], r["step"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
 
     assert rows(full) == rows(killed)
+    # the time spent writing checkpoints is in the train row after them: none in steps 1-5, the step-7 one by step 10
+    train_rows = {r["step"]: r for r in map(json.loads, (full / "metrics.jsonl").read_text().splitlines())
+                  if r["type"] == "train"}
+    assert train_rows[5]["ckpt_s"] == 0 and train_rows[10]["ckpt_s"] > 0
