@@ -4,9 +4,11 @@ stages the epochs, minutes per epoch (clock minutes / epochs, validation include
 and, for fine-tunings, the stage they started from with the gain over its best; the mean ± sd over seeds
 of the best validation BLEU of baseline and seq_kd (`seqkd.report.seed_stats`, as the report computes it
 on test) and the gap of the means; the finished stages' total hours; `--curves` prints the per-epoch
-validation BLEU (or, with `--metric val_ppl`, perplexity) of the named stages as a markdown table;
-`--compare A,B` how far B is ahead of A per epoch and at their bests; `--rss` the peak resident memory per hour of
-benchmarks/rss_sampler.sh's last run.
+validation BLEU (or, with `--metric val_ppl`, perplexity; `--metric epoch_s`, seconds between validations) of the
+named stages as a markdown table;
+`--compare A,B` how far B is ahead of A per epoch and at their bests; `--ckpt A` the share of A's training time spent
+writing checkpoints (its train rows' `ckpt_s`); `--rss` the peak resident memory per hour of benchmarks/rss_sampler.sh's
+last run.
 
     python benchmarks/grid_progress.py --run runs/multi30k-de-en \\
         --out docs/results/multi30k-de-en/stage_seconds-partial.json --curves baseline,seq_kd
@@ -16,19 +18,58 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
+from datetime import datetime
 from pathlib import Path
 
 from seqkd.report import seed_stats
 
 
 def val_curve(stage: Path, key: str = "val_bleu") -> dict[int, float]:
-    """epoch -> validation `key` (greedy BLEU, or val_ppl; the last validation of an epoch run more than
-    once); {} if none."""
+    """epoch -> validation `key` (greedy BLEU, val_ppl, or epoch_s: the seconds since the previous validation;
+    the last validation of an epoch run more than once); {} if none."""
     f = stage if stage.suffix == ".jsonl" else stage / "metrics.jsonl"  # a stage folder or its metrics file
     if not f.exists():
         return {}
-    rows = (json.loads(ln) for ln in f.read_text().splitlines() if ln.strip())
+    rows = [json.loads(ln) for ln in f.read_text().splitlines() if ln.strip()]
+    if key == "epoch_s":  # seconds between consecutive validations (`elapsed`; a pause in between counts)
+        val = [r for r in rows if r["type"] == "val"]
+        return {b["epoch"]: b["elapsed"] - a["elapsed"] for a, b in zip(val, val[1:])}
     return {r["epoch"]: r[key] for r in rows if r["type"] == "val"}
+
+
+def ckpt_share(stage: Path) -> dict:
+    """Checkpoint writing against training time over the train rows that log `ckpt_s`: each row's seconds
+    (`elapsed` since the previous row) and its `ckpt_s`. Rows over twice the median seconds (the process was
+    stopped or restarted in between) are left out and counted."""
+    f = stage if stage.suffix == ".jsonl" else stage / "metrics.jsonl"
+    rows = [r for r in map(json.loads, f.read_text().splitlines()) if r["type"] == "train" and "ckpt_s" in r]
+    pairs = [(b["ckpt_s"], b["elapsed"] - a["elapsed"]) for a, b in zip(rows, rows[1:])]
+    if not pairs:
+        raise SystemExit(f"--ckpt: {f} has fewer than two train rows with ckpt_s")
+    mid = statistics.median(dt for _, dt in pairs)
+    kept = [(c, dt) for c, dt in pairs if dt <= 2 * mid]
+    return {"steps": f"{rows[1]['step']}-{rows[-1]['step']}", "rows": len(kept), "left_out": len(pairs) - len(kept),
+            "ckpt_s": sum(c for c, _ in kept), "ckpt_s_range": (min(c for c, _ in kept), max(c for c, _ in kept)),
+            "row_s_median": statistics.median(dt for _, dt in kept),
+            "row_s_range": (min(dt for _, dt in kept), max(dt for _, dt in kept)),
+            "share": sum(c for c, _ in kept) / sum(dt for _, dt in kept)}
+
+
+def pauses(log: Path, since: str) -> tuple[int, float]:
+    """The STOP ... CONT pairs of a pause log (lines "ISO-TIME STOP|CONT|restart ...", as in run2-pauses.txt) from
+    `since` (an ISO time) on: their number and total minutes."""
+    n, total, stop = 0, 0.0, None
+    for ln in log.read_text().splitlines():
+        t, word = ln.split()[:2]
+        ts = datetime.fromisoformat(t.replace("Z", "+00:00"))
+        if ts < datetime.fromisoformat(since.replace("Z", "+00:00")):
+            continue
+        if word == "STOP":
+            stop = ts
+        elif word == "CONT" and stop:
+            n, total, stop = n + 1, total + (ts - stop).total_seconds() / 60, None
+    return n, total
 
 
 def rss_by_hour(log: Path) -> tuple[str, dict[str, float]]:
@@ -50,8 +91,12 @@ def main() -> None:
     p.add_argument("--out", help="write {stage: seconds} of the finished stages as JSON")
     p.add_argument("--curves", default="",
                    help="comma list of training stages (or metrics .jsonl files, relative to --run) to tabulate")
-    p.add_argument("--metric", default="val_bleu", choices=["val_bleu", "val_ppl"], help="what --curves tabulates")
+    p.add_argument("--metric", default="val_bleu", choices=["val_bleu", "val_ppl", "epoch_s"],
+                   help="what --curves tabulates")
     p.add_argument("--compare", help="two training stages A,B: B's validation BLEU minus A's, per epoch and best")
+    p.add_argument("--ckpt", help="a training stage (or metrics .jsonl, relative to --run): time spent checkpointing")
+    p.add_argument("--pauses", help="a pause log (run2-pauses.txt): the stops' number and minutes since --since")
+    p.add_argument("--since", default="1970-01-01T00:00:00Z", help="ISO time for --pauses")
     p.add_argument("--rss", help="a log of benchmarks/rss_sampler.sh: peak RSS per hour of its last run")
     p.add_argument("--seeds", default="1,2,3", help="the preset's seeds (the first is the unsuffixed stage)")
     a = p.parse_args()
@@ -88,6 +133,15 @@ def main() -> None:
         gap = stats["seq_kd"]["val_bleu"]["mean"] - stats["baseline"]["val_bleu"]["mean"]
         print(f"\nseq_kd - baseline, means: {gap:+.2f}", end="")
     print()
+    if a.ckpt:
+        c = ckpt_share(run / a.ckpt)
+        print(f"\ncheckpoints of {a.ckpt}, steps {c['steps']}: {c['ckpt_s']:.1f} s over {c['rows']} train rows "
+              f"({c['ckpt_s_range'][0]:.2f}-{c['ckpt_s_range'][1]:.2f} s a row; {c['left_out']} row(s) over twice the "
+              f"median left out), rows of {c['row_s_median']:.0f} s median ({c['row_s_range'][0]:.0f}-"
+              f"{c['row_s_range'][1]:.0f}): {100 * c['share']:.1f}% of the training time")
+    if a.pauses:
+        n, minutes = pauses(Path(a.pauses), a.since)
+        print(f"\npauses since {a.since}: {n}, {minutes:.1f} minutes")
     if a.rss:
         marker, peaks = rss_by_hour(Path(a.rss))
         print(f"\npeak RSS per hour since '{marker}': " + ", ".join(f"{h}h {g:.2f} GB" for h, g in peaks.items()))

@@ -238,7 +238,11 @@ def _train(run: Path, cfg: TrainConfig, model, vocab: Vocab, data: TrainData, te
                disable=not progress or not d.main, dynamic_ncols=True)
     model.train()
     t0 = time.time() - state["elapsed"]
-    window = {"loss": 0.0, "nll": 0.0, "kd": 0.0, "tok": 0, "t": time.time(), "ckpt_s": 0.0}
+    def new_window() -> dict:
+        """Sums over the steps since the last train row (`ckpt_s`: seconds spent writing checkpoints)."""
+        return {"loss": 0.0, "nll": 0.0, "kd": 0.0, "tok": 0, "t": time.time(), "ckpt_s": 0.0}
+
+    window = new_window()
 
     def validate() -> bool:
         """Validate on rank 0, keep the best model; True (on every rank) when early stopping triggers."""
@@ -326,7 +330,7 @@ def _train(run: Path, cfg: TrainConfig, model, vocab: Vocab, data: TrainData, te
         if d.main:
             append_jsonl(run / "metrics.jsonl", row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tgt_tokens_per_s']:.0f}")
-        window = {"loss": 0.0, "nll": 0.0, "kd": 0.0, "tok": 0, "t": time.time(), "ckpt_s": 0.0}
+        window = new_window()
 
     while state["epoch"] < cfg.max_epochs and not state["stopped"]:
         order = st.epoch(cfg.seed, state["epoch"])
