@@ -25,10 +25,15 @@ from pathlib import Path
 from seqkd.report import seed_stats
 
 
+def metrics_file(stage: Path) -> Path:
+    """A stage folder's metrics.jsonl, or `stage` itself when it names a metrics .jsonl file."""
+    return stage if stage.suffix == ".jsonl" else stage / "metrics.jsonl"
+
+
 def val_curve(stage: Path, key: str = "val_bleu") -> dict[int, float]:
     """epoch -> validation `key` (greedy BLEU, val_ppl, or epoch_s: the seconds since the previous validation;
     the last validation of an epoch run more than once); {} if none."""
-    f = stage if stage.suffix == ".jsonl" else stage / "metrics.jsonl"  # a stage folder or its metrics file
+    f = metrics_file(stage)
     if not f.exists():
         return {}
     rows = [json.loads(ln) for ln in f.read_text().splitlines() if ln.strip()]
@@ -42,7 +47,7 @@ def ckpt_share(stage: Path) -> dict:
     """Checkpoint writing against training time over the train rows that log `ckpt_s`: each row's seconds
     (`elapsed` since the previous row) and its `ckpt_s`. Rows over twice the median seconds (the process was
     stopped or restarted in between) are left out and counted."""
-    f = stage if stage.suffix == ".jsonl" else stage / "metrics.jsonl"
+    f = metrics_file(stage)
     rows = [r for r in map(json.loads, f.read_text().splitlines()) if r["type"] == "train" and "ckpt_s" in r]
     pairs = [(b["ckpt_s"], b["elapsed"] - a["elapsed"]) for a, b in zip(rows, rows[1:])]
     if not pairs:
@@ -60,10 +65,11 @@ def pauses(log: Path, since: str) -> tuple[int, float]:
     """The STOP ... CONT pairs of a pause log (lines "ISO-TIME STOP|CONT|restart ...", as in run2-pauses.txt) from
     `since` (an ISO time) on: their number and total minutes."""
     n, total, stop = 0, 0.0, None
+    start = datetime.fromisoformat(since.replace("Z", "+00:00"))
     for ln in log.read_text().splitlines():
         t, word = ln.split()[:2]
         ts = datetime.fromisoformat(t.replace("Z", "+00:00"))
-        if ts < datetime.fromisoformat(since.replace("Z", "+00:00")):
+        if ts < start:
             continue
         if word == "STOP":
             stop = ts
