@@ -53,7 +53,9 @@ def test_built_shortlist_maps_pieces_to_their_translations(tiny_reverse, tmp_pat
     assert _outputs(model_dir, src, 1, vmap=str(path)) == _outputs(model_dir, src, 1)
 
 
-@pytest.mark.parametrize("size", ["student-2-1", "student-6-1", "student-4-1", "student-6-2"])
+# 2-1 (shallow) and 6-1 (deep encoder) run by default; 4-1 and 6-2 add little and 27 s (slow)
+@pytest.mark.parametrize("size", ["student-2-1", "student-6-1", pytest.param("student-4-1", marks=pytest.mark.slow),
+                                  pytest.param("student-6-2", marks=pytest.mark.slow)])
 def test_deep_shallow_sizes_train_export_and_match_hf(tmp_path, size):
     """The named layer layouts (at a toy width) train, and their CTranslate2 conversion scores and
     translates exactly as the HF model does."""
