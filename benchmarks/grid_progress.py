@@ -120,7 +120,8 @@ def main() -> None:
             e = max(curve, key=curve.get)
             ep, top = len(curve), f"{curve[e]:.2f} ({e})"
             per_epoch = f"{secs / len(curve) / 60:.1f}"
-            best.append({"name": d.name, "val_bleu": curve[e]})
+            if done:  # a running stage's best so far is no seed's result
+                best.append({"name": d.name, "val_bleu": curve[e]})
             init = json.loads((d / "train_config.json").read_text()).get("init_from") \
                 if (d / "train_config.json").exists() else None
             if init and (parent := val_curve(run / Path(init).name)):
