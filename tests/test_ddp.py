@@ -98,7 +98,8 @@ def test_two_ranks_match_one_process(setup, single):
     assert not list((root / "two").glob("**/*.tmp"))
 
 
-# resumed under 1 rank (a world-size change) by default; under 2 ranks it is slow (20 s)
+# resumed under 1 rank (a world-size change) by default; under 2 ranks it is marked slow (one of the
+# slowest cases in `pytest --durations`)
 @pytest.mark.parametrize("resume_ranks", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_two_ranks_killed_resume(setup, single, resume_ranks):
     root, args = setup

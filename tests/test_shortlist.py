@@ -53,7 +53,8 @@ def test_built_shortlist_maps_pieces_to_their_translations(tiny_reverse, tmp_pat
     assert _outputs(model_dir, src, 1, vmap=str(path)) == _outputs(model_dir, src, 1)
 
 
-# 2-1 (shallow) and 6-1 (deep encoder) run by default; 4-1 and 6-2 add little and 27 s (slow)
+# 2-1 (shallow) and 6-1 (deep encoder) run by default; 4-1 and 6-2 add little and are among
+# the slowest cases (marked slow)
 @pytest.mark.parametrize("size", ["student-2-1", "student-6-1", pytest.param("student-4-1", marks=pytest.mark.slow),
                                   pytest.param("student-6-2", marks=pytest.mark.slow)])
 def test_deep_shallow_sizes_train_export_and_match_hf(tmp_path, size):
