@@ -127,7 +127,8 @@ def test_two_independent_workers_identical(tmp_path, setup, mode):
     _assert_same(out, setup[4][mode])
 
 
-# seq_inter under torchrun is marked slow (one of the slowest cases): the two-worker test covers seq_inter's sharding by default
+# seq_inter under torchrun is marked slow (one of the slowest cases): the two-worker test covers seq_inter's
+# sharding by default
 @pytest.mark.parametrize("mode", ["seq_kd", pytest.param("seq_inter", marks=pytest.mark.slow)])
 def test_torchrun_two_ranks_identical(tmp_path, setup, mode):
     out = tmp_path / "out"
