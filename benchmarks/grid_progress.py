@@ -43,6 +43,18 @@ def val_curve(stage: Path, key: str = "val_bleu") -> dict[int, float]:
     return {r["epoch"]: r[key] for r in rows if r["type"] == "val"}
 
 
+def longest_stall(curve: dict[int, float]) -> int:
+    """The most validations in a row without a new best that were followed by a new best: a run with
+    patience at or under it would have stopped before that later best."""
+    best, run, longest = None, 0, 0
+    for e in sorted(curve):
+        if best is None or curve[e] > best:
+            best, longest, run = curve[e], max(longest, run), 0
+        else:
+            run += 1
+    return longest
+
+
 def ckpt_share(stage: Path) -> dict:
     """Checkpoint writing against training time over the train rows that log `ckpt_s`: each row's seconds
     (`elapsed` since the previous row) and its `ckpt_s`. Rows over twice the median seconds (the process was
@@ -62,8 +74,9 @@ def ckpt_share(stage: Path) -> dict:
 
 
 def pauses(log: Path, since: str) -> tuple[int, float]:
-    """The STOP ... CONT pairs of a pause log (lines "ISO-TIME STOP|CONT|restart ...", as in run2-pauses.txt) from
-    `since` (an ISO time) on: their number and total minutes."""
+    """The STOP ... CONT pairs of a pause log (lines "ISO-TIME STOP|CONT|kill|restart ...", as in run2-pauses.txt),
+    and the kill ... restart pairs (the grid stopped within a session to pick up new code), from `since` (an ISO
+    time) on: their number and total minutes."""
     n, total, stop = 0, 0.0, None
     start = datetime.fromisoformat(since.replace("Z", "+00:00"))
     for ln in log.read_text().splitlines():
@@ -71,9 +84,9 @@ def pauses(log: Path, since: str) -> tuple[int, float]:
         ts = datetime.fromisoformat(t.replace("Z", "+00:00"))
         if ts < start:
             continue
-        if word == "STOP":
+        if word in ("STOP", "kill"):
             stop = ts
-        elif word == "CONT" and stop:
+        elif word in ("CONT", "restart") and stop:
             n, total, stop = n + 1, total + (ts - stop).total_seconds() / 60, None
     return n, total
 
@@ -104,6 +117,8 @@ def main() -> None:
     p.add_argument("--pauses", help="a pause log (run2-pauses.txt): the stops' number and minutes since --since")
     p.add_argument("--since", default="1970-01-01T00:00:00Z", help="ISO time for --pauses")
     p.add_argument("--rss", help="a log of benchmarks/rss_sampler.sh: peak RSS per hour of its last run")
+    p.add_argument("--stalls", action="store_true", help="per training stage (or *metrics.jsonl in --run): the "
+                   "longest run of validations without a new best that a later best ended (patience must exceed it)")
     p.add_argument("--seeds", default="1,2,3", help="the preset's seeds (the first is the unsuffixed stage)")
     a = p.parse_args()
     run, seconds, best, running = Path(a.run), {}, [], 0.0
@@ -152,6 +167,13 @@ def main() -> None:
     if a.rss:
         marker, peaks = rss_by_hour(Path(a.rss))
         print(f"\npeak RSS per hour since '{marker}': " + ", ".join(f"{h}h {g:.2f} GB" for h, g in peaks.items()))
+    if a.stalls:
+        found = sorted([*run.glob("*metrics.jsonl"), *run.glob("*/metrics.jsonl")])
+        print("\n| training | epochs | longest stall before a later best |\n|---|---|---|")
+        for f in found:
+            if curve := val_curve(f):
+                name = f.parent.name if f.name == "metrics.jsonl" else f.name.removesuffix("-metrics.jsonl")
+                print(f"| {name} | {len(curve)} | {longest_stall(curve)} |")
     names = [n for n in a.curves.split(",") if n]
     if names:
         curves = {n: val_curve(run / n, a.metric) for n in names}

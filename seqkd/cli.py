@@ -60,12 +60,13 @@ def load_preset(name: str):
 
 def print_plan(out: str, rows: list[tuple[str, str, float]]) -> None:
     """`reproduce --plan`'s table: one line per stage, then what a run would keep, resume and discard."""
-    from seqkd.pipeline import CHANGED, DONE, PARTIAL
+    from seqkd.pipeline import CHANGED, DONE, EXTENDS, PARTIAL
 
     print(f"{out}: what `seqkd reproduce` would do with these settings (nothing has run)")
     for name, status, seconds in rows:
         print(f"  {name:36s} {status:14s} {seconds / 60:8.1f} min so far" if seconds else f"  {name:36s} {status}")
     for status, what in ((DONE, "reused"), (PARTIAL, "resumed in its folder"),
+                         (EXTENDS, "trained on from their last checkpoint under a larger patience / max_epochs"),
                          (CHANGED, "recomputed: their folders are discarded")):
         sel = [sec for _, st, sec in rows if st == status]
         if sel:
@@ -302,8 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("--out", help="run folder (default runs/PRESET-SRC-TGT); rerun to resume")
     s.add_argument("--stop-after", metavar="STAGE", help="end after this stage (e.g. teacher); rerun to go on")
-    s.add_argument("--plan", action="store_true", help="run nothing: list each stage as done, partial, changed "
-                   "(a run would discard its folder) or to run, under these settings; safe beside a running grid")
+    s.add_argument("--plan", action="store_true", help="run nothing: list each stage as done, partial, extends "
+                   "(trains on from its last checkpoint: only patience / max_epochs were raised), changed (a run "
+                   "would discard its folder) or to run, under these settings; safe beside a running grid")
     s.set_defaults(func=cmd_reproduce)
 
     s = sub.add_parser("translate", help="translate a file or stdin, one output line per input line")

@@ -4,7 +4,9 @@ Each stage is a folder in the run directory with `stage_hash.txt` (its identity 
 identities) written when it starts, `clock.json` (wall time so far, summed over invocations) and
 `stage.json` written last. A rerun skips stages whose
 `stage.json` matches; a changed setting changes the hash of that stage and of everything after it;
-a stage killed half-way resumes inside its folder (training checkpoints, distillation shards).
+a stage killed half-way resumes inside its folder (training checkpoints, distillation shards); a
+training stage whose only change is a larger budget (patience, max_epochs) trains on from its last
+checkpoint (`extends`).
 """
 
 from __future__ import annotations
@@ -175,15 +177,40 @@ class StopAfter(Exception):
 
 # What `reproduce --plan` says of a stage.
 DONE, PARTIAL, CHANGED, NEW, UNKNOWN = "done", "partial", "changed", "to run", "not yet known"
+EXTENDS = "extends"  # its training goes on from its last checkpoint under a larger budget
+
+
+def extends(d: Path, was_hash: Callable[[TrainConfig], str], train: TrainConfig) -> bool:
+    """Whether stage folder `d` holds this stage's training under a smaller budget, so that going on from
+    its last checkpoint with `train` ends where a fresh run with `train` would.
+
+    `d/stage_hash.txt` must equal `was_hash(train with the recorded patience and max_epochs)` (the
+    recorded ones are in `d/train_config.json`); nothing else may differ. Raising `patience` (or
+    making it 0, never) only moves the stop. Raising `max_epochs` also needs per-epoch validation
+    (`val_every: 0`; else the old last epoch validated off the grid) and a schedule that does not
+    depend on the planned length (not `linear`).
+    """
+    if not all((d / f).exists() for f in ("stage_hash.txt", "train_config.json", "checkpoints/latest.json")):
+        return False
+    old = read_json(d / "train_config.json", ["patience", "max_epochs"], _FIX)
+    p, e = old["patience"], old["max_epochs"]
+    if (p, e) == (train.patience, train.max_epochs) or train.max_epochs < e:
+        return False
+    if train.patience and not (p and train.patience >= p):
+        return False
+    if train.max_epochs != e and (train.schedule == "linear" or train.val_every):
+        return False
+    return was_hash(replace(train, patience=p, max_epochs=e)) == (d / "stage_hash.txt").read_text()
 
 
 class Runner:
     """Runs named stages once; `hashes` chains each stage's identity into its dependants.
 
     `plan`: run nothing and write nothing; `rows` gets each stage's (name, status, seconds so far), where
-    status is DONE (reused as it is), PARTIAL (resumes in its folder), CHANGED (its folder holds another
-    identity's work, which a run would discard), NEW, or UNKNOWN (its identity depends on a choice made
-    from stages not yet done, such as the best student).
+    status is DONE (reused as it is), PARTIAL (resumes in its folder), EXTENDS (its training, finished
+    or not, goes on from its last checkpoint under a larger patience / max_epochs: `extends`), CHANGED
+    (its folder holds another identity's work, which a run would discard), NEW, or UNKNOWN (its identity
+    depends on a choice made from stages not yet done, such as the best student).
     """
 
     def __init__(self, out: Path, progress: bool = True, stop_after: str = "", plan: bool = False):
@@ -195,8 +222,10 @@ class Runner:
         self.rows: list[tuple[str, str, float]] = []
         self.unknown: set[str] = set()
 
-    def status(self, name: str, h: str) -> tuple[str, float]:
-        """(status, clock seconds so far) of stage `name` under identity `h`, from its folder alone."""
+    def status(self, name: str, h: str, was_hash: Callable[[TrainConfig], str] | None = None,
+               train: TrainConfig | None = None) -> tuple[str, float]:
+        """(status, clock seconds so far) of stage `name` under identity `h`, from its folder alone
+        (`train`, `was_hash`: the stage's one training config and its identity under another config)."""
         d = self.out / name
         if (d / "stage.json").exists():
             m = read_json(d / "stage.json", ["hash", "seconds"], _FIX)
@@ -206,6 +235,8 @@ class Runner:
             return NEW, 0.0
         seconds = read_json(d / "clock.json", ["seconds"], _FIX)["seconds"] if (d / "clock.json").exists() else 0.0
         same = (d / "stage_hash.txt").exists() and (d / "stage_hash.txt").read_text() == h
+        if not same and train is not None and was_hash is not None and extends(d, was_hash, train):
+            return EXTENDS, seconds
         return (PARTIAL if same else CHANGED), seconds
 
     def done(self, names: list[str]) -> bool:
@@ -219,16 +250,25 @@ class Runner:
         self.unknown.add(name)
         return name
 
-    def stage(self, name: str, inputs: list[str], params, fn: Callable[[Path], None]) -> Path:
+    def stage(self, name: str, inputs: list[str], params, fn: Callable[[Path], None],
+              train: TrainConfig | None = None) -> Path:
+        """Run `fn(folder)` unless done under this identity. `train`: the config of the stage's one training
+        run, whose identity is `params["t"]`; given, a larger budget extends the stage instead of discarding it."""
         self.stopped = name == self.stop_after
-        h = _h({"params": params, "inputs": [self.hashes[i] for i in inputs]})
+        ins = [self.hashes[i] for i in inputs]
+        h = _h({"params": params, "inputs": ins})
+        if train is not None and params.get("t") != identity(train):
+            raise ValueError(f"stage {name}: params['t'] is not the identity of its training config")
         d = self.out / name
         if self.plan and self.unknown.intersection(inputs):
             self.hashes[name] = h
             self.unknown.add(name)
             self.rows.append((name, UNKNOWN, 0.0))
             return d
-        status, seconds = self.status(name, h)  # the one decision a plan reports and a run acts on
+        def was_hash(tc: TrainConfig) -> str:
+            return _h({"params": {**params, "t": identity(tc)}, "inputs": ins})
+
+        status, seconds = self.status(name, h, was_hash, train)  # the one decision a plan reports and a run acts on
         if self.plan:
             self.hashes[name] = h
             self.rows.append((name, status, seconds))
@@ -239,6 +279,11 @@ class Runner:
         if status == CHANGED:
             log.info("stage %s: settings changed, recomputing", name)
             shutil.rmtree(d)
+        if status == EXTENDS:  # in this order: a kill between the steps finds the stage extendable or partial
+            log.info("stage %s: a larger budget (patience %d, max_epochs %d), going on from its last checkpoint",
+                     name, train.patience, train.max_epochs)
+            (d / "train_result.json").unlink(missing_ok=True)
+            (d / "stage.json").unlink(missing_ok=True)
         d.mkdir(parents=True, exist_ok=True)
         write_text(d / "stage_hash.txt", h)
         log.info("stage %s: running", name)
@@ -332,14 +377,15 @@ def _reproduce(cfg: ReproduceConfig, out: Path, progress: bool, stop_after: str,
     data_id = {"pairs": len(train_src), "sha": _h([train_src, train_tgt, *val])}
     S = stages.Stages(cfg, r, refs, progress)
 
-    def run_stage(name, inputs, params, fn) -> None:
-        r.stage(name, inputs, params, fn)
+    def run_stage(name, inputs, params, fn, train: TrainConfig | None = None) -> None:
+        r.stage(name, inputs, params, fn, train)
         if r.stopped:
             raise StopAfter(name)
 
     try:
         run_stage("vocab", [], {"vocab": identity(cfg.vocab), **data_id}, S.vocab)
-        run_stage("teacher", ["vocab"], {"m": identity(cfg.teacher), "t": identity(cfg.teacher_train)}, S.teacher)
+        run_stage("teacher", ["vocab"], {"m": identity(cfg.teacher), "t": identity(cfg.teacher_train)}, S.teacher,
+                  cfg.teacher_train)
         run_stage("data_seq_kd", ["teacher"], {"beam": cfg.seq_kd_beam}, S.seq_kd_data)
         run_stage("data_seq_inter", ["teacher"], {"k": cfg.seq_inter_k, "f": cfg.seq_inter_fraction,
                                                   "m": cfg.seq_inter_metric}, S.seq_inter_data)
@@ -349,7 +395,7 @@ def _reproduce(cfg: ReproduceConfig, out: Path, progress: bool, stop_after: str,
         run_stage("data_topk_seq_kd", ["teacher", "data_seq_kd"], k, S.topk("data_seq_kd"))
         run_stage("data_topk_seq_inter", ["teacher", "data_seq_inter"], k, S.topk("data_seq_inter"))
         run_stage("teacher+seq_inter", ["teacher", "data_seq_inter"], {"t": identity(cfg.finetune_train)},
-                  S.finetune("teacher"))
+                  S.finetune("teacher"), cfg.finetune_train)
         ft = {"t": identity(cfg.finetune_train)}
         kd = {"a": cfg.word_kd_alpha, "k": cfg.word_kd_topk}  # only in the identity of stages that use Word-KD
 
@@ -365,20 +411,23 @@ def _reproduce(cfg: ReproduceConfig, out: Path, progress: bool, stop_after: str,
             for i, seed in enumerate(seeds):
                 tag = suffix + ("" if i == 0 else f"-seed{seed}")
                 sd = {**st, "seed": seed}
-                run_stage(f"baseline{tag}", ["vocab"], sd, S.student(model, seed, "refs"))
-                run_stage(f"seq_kd{tag}", ["vocab", "data_seq_kd"], sd, S.student(model, seed, "data_seq_kd"))
+                run_stage(f"baseline{tag}", ["vocab"], sd, S.student(model, seed, "refs"), cfg.student_train)
+                run_stage(f"seq_kd{tag}", ["vocab", "data_seq_kd"], sd, S.student(model, seed, "data_seq_kd"),
+                          cfg.student_train)
             if fp32_control and not suffix:
-                run_stage("baseline-fp32", ["vocab"], {"m": identity(model), "seed": cfg.seeds[0],
-                                                       "t": identity(replace(cfg.student_train, bf16="off"))},
-                          S.student(model, cfg.seeds[0], "refs", bf16="off"))
+                fp32 = replace(cfg.student_train, bf16="off")
+                run_stage("baseline-fp32", ["vocab"], {"m": identity(model), "seed": cfg.seeds[0], "t": identity(fp32)},
+                          S.student(model, cfg.seeds[0], "refs", bf16="off"), fp32)
             wk = {**st, **kd, "seed": cfg.seeds[0]}
-            run_stage(f"word_kd{suffix}", ["vocab", "data_topk"], wk, S.student(model, cfg.seeds[0], "refs", True))
+            run_stage(f"word_kd{suffix}", ["vocab", "data_topk"], wk, S.student(model, cfg.seeds[0], "refs", True),
+                      cfg.student_train)
             run_stage(f"seq_kd+word_kd{suffix}", ["vocab", "data_seq_kd", "data_topk_seq_kd"], wk,
-                      S.student(model, cfg.seeds[0], "data_seq_kd", True))
+                      S.student(model, cfg.seeds[0], "data_seq_kd", True), cfg.student_train)
             for base, word in (("baseline", False), ("word_kd", True), ("seq_kd", False), ("seq_kd", True)):
                 name = f"{base}+seq_inter" + ("+word_kd" if word and base == "seq_kd" else "") + suffix
                 deps = [base + suffix, "data_seq_inter"] + (["data_topk_seq_inter"] if word else [])
-                run_stage(name, deps, {**ft, **(kd if word else {})}, S.finetune(base + suffix, word))
+                run_stage(name, deps, {**ft, **(kd if word else {})}, S.finetune(base + suffix, word),
+                          cfg.finetune_train)
             students += [s + suffix for s in STUDENTS]
 
         fast = []
@@ -389,12 +438,12 @@ def _reproduce(cfg: ReproduceConfig, out: Path, progress: bool, stop_after: str,
             parent = f"fast_{cfg.fast_stack_from}_seq_kd"
             if cfg.fast_stack_from and size != cfg.fast_stack_from:
                 run_stage(f"fast_{size}_seq_kd", ["vocab", "data_seq_kd", parent], {**st, "stack_from": parent},
-                          S.stacked_student(model, parent, "data_seq_kd", ftc))
+                          S.stacked_student(model, parent, "data_seq_kd", ftc), ftc)
             else:
                 run_stage(f"fast_{size}_seq_kd", ["vocab", "data_seq_kd"], st,
-                          S.student(model, cfg.seeds[0], "data_seq_kd", train_cfg=ftc))
+                          S.student(model, cfg.seeds[0], "data_seq_kd", train_cfg=ftc), ftc)
             run_stage(f"fast_{size}", [f"fast_{size}_seq_kd", "data_seq_inter"], {"t": identity(cfg.finetune_train)},
-                      S.finetune(f"fast_{size}_seq_kd"))
+                      S.finetune(f"fast_{size}_seq_kd"), cfg.finetune_train)
             fast.append(f"fast_{size}")
         if fast:
             run_stage("shortlist", ["vocab", "data_seq_kd"], {"per_piece": cfg.shortlist_per_piece,

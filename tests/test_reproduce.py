@@ -113,6 +113,12 @@ def test_plan_says_what_a_rerun_keeps_and_discards_and_touches_nothing(tiny_run,
     assert all(plan[s] == "done" for s in ("vocab", "teacher", "data_seq_kd", "data_seq_inter", "teacher+seq_inter"))
     assert all(plan[s] == "changed" for s in ("baseline", "seq_kd", "word_kd+seq_inter", "fast_student-2-1_seq_kd"))
     assert plan["pruned_50"] == "not yet known"  # its parent, the best student, is chosen from stages to be rerun
+    # a larger budget only: the students train on from their last checkpoints; what starts from them is redone
+    plan = _plan(capsys, moved, link, "--set", "student_train.max_epochs=3")
+    assert all(plan[s] == "extends" for s in ("baseline", "seq_kd", "baseline-seed2", "seq_kd+word_kd",
+                                              "fast_student-2-1_seq_kd")), plan
+    assert all(plan[s] == "changed" for s in ("word_kd+seq_inter", "fast_student-4-1_seq_kd")), plan
+    assert plan["teacher"] == "done"
     assert _tree(moved) == before  # nothing written, nothing removed
     # a half-run stage resumes; an empty folder plans everything and is not created
     (moved / "speed" / "stage.json").unlink()
