@@ -212,19 +212,20 @@ def _train(run: Path, cfg: TrainConfig, model, vocab: Vocab, data: TrainData, te
                  "bad_vals": 0, "tokens": 0, "stopped": ""}
         if d.main:
             (run / "metrics.jsonl").unlink(missing_ok=True)
-            write_json(run / "train_config.json", asdict(cfg))
             if config_text:
                 (run / "seqkd.yaml").write_text(config_text)
     else:
         log.info("%s: resuming from step %d (epoch %d, batch %d)", run, state["step"], state["epoch"], state["batch"])
-        if state["stopped"] in ("max_steps", "max_minutes"):  # budgets may have been raised since
+        # budgets may have been raised since: the loop re-checks max_steps / max_minutes / max_epochs, and a
+        # patience the bad validations no longer reach lets it go on
+        if state["stopped"] in ("max_steps", "max_minutes") or (
+                state["stopped"] == "early_stopping" and not (cfg.patience and state["bad_vals"] >= cfg.patience)):
             state["stopped"] = ""
-        if state["stopped"] == "early_stopping" and not (cfg.patience and state["bad_vals"] >= cfg.patience):
-            state["stopped"] = ""  # patience raised since: it goes on (max_epochs raised: the loop does)
         if d.main:
             rows = [r for r in read_jsonl(run / "metrics.jsonl") if r.get("step", 0) <= state["step"]]
             write_json_lines(run / "metrics.jsonl", rows)
-            write_json(run / "train_config.json", asdict(cfg))  # the budget in force from here on
+    if d.main:
+        write_json(run / "train_config.json", asdict(cfg))  # the budget in force (pipeline.extends reads it)
     if d.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
