@@ -8,7 +8,7 @@ validation BLEU (or, with `--metric val_ppl`, perplexity; `--metric epoch_s`, se
 named stages as a markdown table;
 `--compare A,B` how far B is ahead of A per epoch and at their bests; `--ckpt A` the share of A's training time spent
 writing checkpoints (its train rows' `ckpt_s`); `--rss` the peak resident memory per hour of benchmarks/rss_sampler.sh's
-last run.
+last run; `--stalls` the longest stall per training curve and what `--patience N` would have kept.
 
     python benchmarks/grid_progress.py --run runs/multi30k-de-en \\
         --out docs/results/multi30k-de-en/stage_seconds-partial.json --curves baseline,seq_kd
@@ -53,6 +53,21 @@ def longest_stall(curve: dict[int, float]) -> int:
         else:
             run += 1
     return longest
+
+
+def under_patience(curve: dict[int, float], patience: int) -> tuple[int, float, int]:
+    """Where training with this `patience` would have stopped on `curve`, by the rule `seqkd.train` applies (a
+    new best is strictly greater; stop after `patience` validations in a row without one): (the last epoch it
+    would have run, the best it would have kept, that best's epoch)."""
+    best, best_e, bad = None, 0, 0
+    for e in sorted(curve):
+        if best is None or curve[e] > best:
+            best, best_e, bad = curve[e], e, 0
+        else:
+            bad += 1
+            if bad >= patience:
+                return e, best, best_e
+    return max(curve), best, best_e
 
 
 def ckpt_share(stage: Path) -> dict:
@@ -118,7 +133,9 @@ def main() -> None:
     p.add_argument("--since", default="1970-01-01T00:00:00Z", help="ISO time for --pauses")
     p.add_argument("--rss", help="a log of benchmarks/rss_sampler.sh: peak RSS per hour of its last run")
     p.add_argument("--stalls", action="store_true", help="per training stage (or *metrics.jsonl in --run): the "
-                   "longest run of validations without a new best that a later best ended (patience must exceed it)")
+                   "longest run of validations without a new best that a later best ended (patience must exceed it)"
+                   ", and what --patience would have kept")
+    p.add_argument("--patience", type=int, default=3, help="with --stalls: the patience to replay on each curve")
     p.add_argument("--seeds", default="1,2,3", help="the preset's seeds (the first is the unsuffixed stage)")
     a = p.parse_args()
     run, seconds, best, running = Path(a.run), {}, [], 0.0
@@ -169,11 +186,15 @@ def main() -> None:
         print(f"\npeak RSS per hour since '{marker}': " + ", ".join(f"{h}h {g:.2f} GB" for h, g in peaks.items()))
     if a.stalls:
         found = sorted([*run.glob("*metrics.jsonl"), *run.glob("*/metrics.jsonl")])
-        print("\n| training | epochs | longest stall before a later best |\n|---|---|---|")
+        print(f"\n| training | epochs | best (epoch) | longest stall before a later best | under patience "
+              f"{a.patience}: stops after epoch, best (epoch), vs best |\n|---|---|---|---|---|")
         for f in found:
             if curve := val_curve(f):
                 name = f.parent.name if f.name == "metrics.jsonl" else f.name.removesuffix("-metrics.jsonl")
-                print(f"| {name} | {len(curve)} | {longest_stall(curve)} |")
+                e = max(curve, key=curve.get)
+                stop, kept, kept_e = under_patience(curve, a.patience)
+                print(f"| {name} | {len(curve)} | {curve[e]:.2f} ({e}) | {longest_stall(curve)} | {stop}, "
+                      f"{kept:.2f} ({kept_e}), {kept - curve[e]:+.2f} |")
     names = [n for n in a.curves.split(",") if n]
     if names:
         curves = {n: val_curve(run / n, a.metric) for n in names}
