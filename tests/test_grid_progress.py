@@ -19,7 +19,7 @@ def _grid_progress():
 
 def test_replaying_the_trained_patience_gives_each_early_stop_epoch_and_best():
     gp = _grid_progress()
-    patience = {"teacher": 4, "teacher+seq_inter": 2}  # the multi30k preset's; students 5
+    patience = {"teacher": 4, "teacher+seq_inter": 2}  # what run 2 trained under; students 5
     checked = 0
     for tr in sorted(RESULTS.glob("run2-*-train_result.json")):
         res = json.loads(tr.read_text())
