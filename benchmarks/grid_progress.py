@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 
 from seqkd.report import seed_stats
+from seqkd.train import patience_step
 
 
 def metrics_file(stage: Path) -> Path:
@@ -56,17 +57,16 @@ def longest_stall(curve: dict[int, float]) -> int:
 
 
 def under_patience(curve: dict[int, float], patience: int) -> tuple[int, float, int]:
-    """Where training with this `patience` would have stopped on `curve`, by the rule `seqkd.train` applies (a
-    new best is strictly greater; stop after `patience` validations in a row without one): (the last epoch it
-    would have run, the best it would have kept, that best's epoch)."""
+    """Where training with this `patience` would have stopped on `curve`, by the training loop's own rule
+    (`seqkd.train.patience_step`): (the last epoch it would have run, the best it would have kept, that best's
+    epoch)."""
     best, best_e, bad = None, 0, 0
     for e in sorted(curve):
-        if best is None or curve[e] > best:
-            best, best_e, bad = curve[e], e, 0
-        else:
-            bad += 1
-            if bad >= patience:
-                return e, best, best_e
+        improved, bad, stop = patience_step(best, bad, curve[e], patience)
+        if improved:
+            best, best_e = curve[e], e
+        if stop:
+            return e, best, best_e
     return max(curve), best, best_e
 
 

@@ -154,6 +154,14 @@ def _on_main(d: dist.Dist, fn):
     return out
 
 
+def patience_step(best: float | None, bad: int, metric: float, patience: int) -> tuple[bool, int, bool]:
+    """Early stopping at one validation: a new best is strictly greater than `best` (None: none yet).
+    Returns (a new best?, the validations in a row without one, stop now? -- `patience` 0 never stops)."""
+    improved = best is None or metric > best
+    bad = 0 if improved else bad + 1
+    return improved, bad, bool(patience and bad >= patience)
+
+
 def train(run_dir: str | Path, cfg: TrainConfig, model, vocab: Vocab, data: TrainData,
           teacher_fn: TeacherFn | None = None, after_step: Callable[[object], None] | None = None,
           config_text: str = "", progress: bool = True) -> dict:
@@ -268,13 +276,11 @@ def _train(run: Path, cfg: TrainConfig, model, vocab: Vocab, data: TrainData, te
                 bar.write(msg)
             else:
                 log.info(msg)
-            if state["best"] is None or metric > state["best"]:
-                state.update(best=metric, best_step=state["step"], bad_vals=0)
+            improved, state["bad_vals"], stop = patience_step(state["best"], state["bad_vals"], metric, cfg.patience)
+            if improved:
+                state.update(best=metric, best_step=state["step"])
                 save_model(model, run, {"seqkd.yaml": config_text} if config_text else None)
                 vocab.save_to(run)
-            else:
-                state["bad_vals"] += 1
-            stop = bool(cfg.patience and state["bad_vals"] >= cfg.patience)
         shared = dist.broadcast(d, {k: state[k] for k in ("best", "best_step", "bad_vals")} | {"stop": stop})
         state.update({k: shared[k] for k in ("best", "best_step", "bad_vals")})
         return shared["stop"]
