@@ -31,5 +31,6 @@ for f in pauses.txt grid_rss.log; do
     n=$((n + 1))
   fi
 done
-python "$(dirname "$0")/grid_progress.py" --run "$run" --out "$dest/$prefix-stage_seconds-partial.json" | grep "finished stages" || true
+out=$(python "$(dirname "$0")/grid_progress.py" --run "$run" --out "$dest/$prefix-stage_seconds-partial.json")
+echo "$out" | grep "finished stages" || true
 echo "grid_snapshot: $n files copied to $dest with prefix $prefix-"
