@@ -106,17 +106,23 @@ def pauses(log: Path, since: str) -> tuple[int, float]:
     return n, total
 
 
-def rss_by_hour(log: Path) -> tuple[str, dict[str, float]]:
-    """The last run of benchmarks/rss_sampler.sh in `log` (after its last "---" marker): the marker and
-    the peak RSS in GB of each clock hour."""
-    marker, peaks = "", {}
+def rss_by_hour(log: Path, run: str = "") -> tuple[str, dict[str, tuple[float, float | None]]]:
+    """One run of benchmarks/rss_sampler.sh in `log`: the one whose "---" marker is `run` ("2026-12-01 start 01:37"),
+    else the last. Returns its marker and, for each clock hour, (the peak RSS in GB, the main heap's GB at that
+    sample, or None in logs that lack the column)."""
+    marker, peaks, found = "", {}, None
     for ln in log.read_text().splitlines():
         if ln.startswith("---"):
+            if found is None and run and marker == run:
+                found = marker, peaks
             marker, peaks = ln.strip("- "), {}
         elif ln.strip():
-            t, kib = ln.split()
-            peaks[t[:2]] = max(peaks.get(t[:2], 0.0), int(kib) / 1e6)
-    return marker, peaks
+            t, kib, *heap = ln.split()
+            if int(kib) / 1e6 > peaks.get(t[:2], (0.0, None))[0]:
+                peaks[t[:2]] = (int(kib) / 1e6, int(heap[0]) / 1e6 if heap else None)
+    if run and found is None and marker != run:
+        raise SystemExit(f"{log}: no sampler run marked '--- {run}'")
+    return found or (marker, peaks)
 
 
 def main() -> None:
@@ -132,6 +138,7 @@ def main() -> None:
     p.add_argument("--pauses", help="a pause log (run2-pauses.txt): the stops' number and minutes since --since")
     p.add_argument("--since", default="1970-01-01T00:00:00Z", help="ISO time for --pauses")
     p.add_argument("--rss", help="a log of benchmarks/rss_sampler.sh: peak RSS per hour of its last run")
+    p.add_argument("--rss-run", default="", help="with --rss: the run whose marker is this ('2026-12-01 start 01:37')")
     p.add_argument("--stalls", action="store_true", help="per training stage (or *metrics.jsonl in --run): the "
                    "longest run of validations without a new best that a later best ended (patience must exceed it)"
                    ", and what --patience would have kept")
@@ -182,8 +189,9 @@ def main() -> None:
         n, minutes = pauses(Path(a.pauses), a.since)
         print(f"\npauses since {a.since}: {n}, {minutes:.1f} minutes")
     if a.rss:
-        marker, peaks = rss_by_hour(Path(a.rss))
-        print(f"\npeak RSS per hour since '{marker}': " + ", ".join(f"{h}h {g:.2f} GB" for h, g in peaks.items()))
+        marker, peaks = rss_by_hour(Path(a.rss), a.rss_run)
+        print(f"\npeak RSS per hour since '{marker}': " + ", ".join(
+            f"{h}h {g:.2f} GB" + (f" (heap {hp:.2f})" if hp is not None else "") for h, (g, hp) in peaks.items()))
     if a.stalls:
         found = sorted([*run.glob("*metrics.jsonl"), *run.glob("*/metrics.jsonl")])
         print(f"\n| training | epochs | best (epoch) | longest stall before a later best | under patience "

@@ -6,7 +6,8 @@
 #   bash benchmarks/grid_snapshot.sh runs/multi30k-de-en docs/results/multi30k-de-en run3
 #
 # Copies, each as DEST/PREFIX-<name>:
-#   - every stage's metrics.jsonl and train_result.json (training stages; a running stage's curve is partial)
+#   - every stage's metrics.jsonl, train_result.json and train_config.json (training stages; a running stage's curve
+#     is partial; the config says the patience it trained under)
 #   - every stage's manifest.json (distillation data: pairs, dropped, mean similarity and rank)
 #   - pauses.txt and grid_rss.log from RUN_DIR's parent, when present (the session log of stops and the RSS samples)
 # and writes DEST/PREFIX-stage_seconds-partial.json with benchmarks/grid_progress.py (finished stages' clock).
@@ -17,7 +18,7 @@ mkdir -p "$dest"
 n=0
 for stage in "$run"/*/; do
   name=$(basename "$stage")
-  for f in metrics.jsonl train_result.json manifest.json; do
+  for f in metrics.jsonl train_result.json train_config.json manifest.json; do
     if [ -f "$stage$f" ]; then
       cp "$stage$f" "$dest/$prefix-$name-$f.tmp" && mv "$dest/$prefix-$name-$f.tmp" "$dest/$prefix-$name-$f"
       n=$((n + 1))
