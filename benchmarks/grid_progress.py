@@ -110,19 +110,20 @@ def rss_by_hour(log: Path, run: str = "") -> tuple[str, dict[str, tuple[float, f
     """One run of benchmarks/rss_sampler.sh in `log`: the one whose "---" marker is `run` ("2026-12-01 start 01:37"),
     else the last. Returns its marker and, for each clock hour, (the peak RSS in GB, the main heap's GB at that
     sample, or None in logs that lack the column)."""
-    marker, peaks, found = "", {}, None
+    runs: dict[str, dict[str, tuple[float, float | None]]] = {"": {}}
+    marker = ""
     for ln in log.read_text().splitlines():
         if ln.startswith("---"):
-            if found is None and run and marker == run:
-                found = marker, peaks
-            marker, peaks = ln.strip("- "), {}
+            marker = ln.strip("- ")
+            runs.setdefault(marker, {})
         elif ln.strip():
             t, kib, *heap = ln.split()
-            if int(kib) / 1e6 > peaks.get(t[:2], (0.0, None))[0]:
-                peaks[t[:2]] = (int(kib) / 1e6, int(heap[0]) / 1e6 if heap else None)
-    if run and found is None and marker != run:
+            if int(kib) / 1e6 > runs[marker].get(t[:2], (0.0, None))[0]:
+                runs[marker][t[:2]] = (int(kib) / 1e6, int(heap[0]) / 1e6 if heap else None)
+    pick = run or marker
+    if pick not in runs:
         raise SystemExit(f"{log}: no sampler run marked '--- {run}'")
-    return found or (marker, peaks)
+    return pick, runs[pick]
 
 
 def main() -> None:
