@@ -391,45 +391,18 @@ def _reproduce(cfg: ReproduceConfig, out: Path, progress: bool, stop_after: str,
                                                   "m": cfg.seq_inter_metric}, S.seq_inter_data)
         temp = cfg.student_train.loss.temperature  # check_config: the fine-tuning uses the same
         k = {"k": cfg.word_kd_topk, **({"T": temp} if temp != 1.0 else {})}  # T = 1: the identity of old runs
-        run_stage("data_topk", ["teacher"], k, S.topk("refs"))
-        run_stage("data_topk_seq_kd", ["teacher", "data_seq_kd"], k, S.topk("data_seq_kd"))
-        run_stage("data_topk_seq_inter", ["teacher", "data_seq_inter"], k, S.topk("data_seq_inter"))
-        run_stage("teacher+seq_inter", ["teacher", "data_seq_inter"], {"t": identity(cfg.finetune_train)},
-                  S.finetune("teacher"), cfg.finetune_train)
         ft = {"t": identity(cfg.finetune_train)}
         kd = {"a": cfg.word_kd_alpha, "k": cfg.word_kd_topk}  # only in the identity of stages that use Word-KD
-
         sizes = [("", cfg.student)] + ([(cfg.small_suffix, cfg.student_small)] if cfg.student_small else [])
-        students = []
         fp32_control = runs_fp32_control(cfg)
         if cfg.fp32_control and not fp32_control:
             log.info("baseline-fp32 skipped: the students already train in float32 here (train.bf16=%s)",
                      cfg.student_train.bf16)
-        for suffix, model in sizes:
-            st = {"m": identity(model), "t": identity(cfg.student_train)}
-            seeds = cfg.seeds if not suffix else cfg.seeds[:1]
-            for i, seed in enumerate(seeds):
-                tag = suffix + ("" if i == 0 else f"-seed{seed}")
-                sd = {**st, "seed": seed}
-                run_stage(f"baseline{tag}", ["vocab"], sd, S.student(model, seed, "refs"), cfg.student_train)
-                run_stage(f"seq_kd{tag}", ["vocab", "data_seq_kd"], sd, S.student(model, seed, "data_seq_kd"),
-                          cfg.student_train)
-            if fp32_control and not suffix:
-                fp32 = replace(cfg.student_train, bf16="off")
-                run_stage("baseline-fp32", ["vocab"], {"m": identity(model), "seed": cfg.seeds[0], "t": identity(fp32)},
-                          S.student(model, cfg.seeds[0], "refs", bf16="off"), fp32)
-            wk = {**st, **kd, "seed": cfg.seeds[0]}
-            run_stage(f"word_kd{suffix}", ["vocab", "data_topk"], wk, S.student(model, cfg.seeds[0], "refs", True),
-                      cfg.student_train)
-            run_stage(f"seq_kd+word_kd{suffix}", ["vocab", "data_seq_kd", "data_topk_seq_kd"], wk,
-                      S.student(model, cfg.seeds[0], "data_seq_kd", True), cfg.student_train)
-            for base, word in (("baseline", False), ("word_kd", True), ("seq_kd", False), ("seq_kd", True)):
-                name = f"{base}+seq_inter" + ("+word_kd" if word and base == "seq_kd" else "") + suffix
-                deps = [base + suffix, "data_seq_inter"] + (["data_topk_seq_inter"] if word else [])
-                run_stage(name, deps, {**ft, **(kd if word else {})}, S.finetune(base + suffix, word),
-                          cfg.finetune_train)
-            students += [s + suffix for s in STUDENTS]
 
+        # The order puts each claim's first evidence early, since a many-hour grid can lose its folder before it
+        # ends: the fast students (S1), the main size's rows at seed 1 (Q1, Q2's best student), the pruning chains
+        # (Z1); then the teacher's fine-tuning, the other seeds (Q1's spread), the float32 control, the second
+        # size, and the choices and measurements that need every model. The order changes no stage's identity.
         fast = []
         for size in cfg.fast_sizes:
             model = ModelConfig(size, dict(cfg.fast_overrides))
@@ -448,10 +421,35 @@ def _reproduce(cfg: ReproduceConfig, out: Path, progress: bool, stop_after: str,
         if fast:
             run_stage("shortlist", ["vocab", "data_seq_kd"], {"per_piece": cfg.shortlist_per_piece,
                                                              "frequent": cfg.shortlist_frequent}, S.shortlist)
-            run_stage("fast", ["teacher", *fast, *students], {"max_drop": cfg.fast_max_drop, "beam": cfg.eval_beam,
-                                                              "repeats": cfg.speed_repeats,
-                                                              "n": cfg.eval_max_sents},
-                      S.fast_pick(fast + students))
+
+        def pair(suffix: str, model: ModelConfig, seeds: tuple[int, ...]) -> None:
+            """baseline and seq_kd of one student size, with each of `seeds` (the first seed's have no tag)."""
+            sd = {"m": identity(model), "t": identity(cfg.student_train)}
+            for seed in seeds:
+                tag = suffix + ("" if seed == cfg.seeds[0] else f"-seed{seed}")
+                run_stage(f"baseline{tag}", ["vocab"], {**sd, "seed": seed}, S.student(model, seed, "refs"),
+                          cfg.student_train)
+                run_stage(f"seq_kd{tag}", ["vocab", "data_seq_kd"], {**sd, "seed": seed},
+                          S.student(model, seed, "data_seq_kd"), cfg.student_train)
+
+        def kd_rows(suffix: str, model: ModelConfig) -> None:
+            """The rest of one size's Table 1 rows: Word-KD from scratch, then the four Seq-Inter fine-tunings."""
+            wk = {"m": identity(model), "t": identity(cfg.student_train), **kd, "seed": cfg.seeds[0]}
+            run_stage(f"word_kd{suffix}", ["vocab", "data_topk"], wk, S.student(model, cfg.seeds[0], "refs", True),
+                      cfg.student_train)
+            run_stage(f"seq_kd+word_kd{suffix}", ["vocab", "data_seq_kd", "data_topk_seq_kd"], wk,
+                      S.student(model, cfg.seeds[0], "data_seq_kd", True), cfg.student_train)
+            for base, word in (("baseline", False), ("word_kd", True), ("seq_kd", False), ("seq_kd", True)):
+                name = f"{base}+seq_inter" + ("+word_kd" if word and base == "seq_kd" else "") + suffix
+                deps = [base + suffix, "data_seq_inter"] + (["data_topk_seq_inter"] if word else [])
+                run_stage(name, deps, {**ft, **(kd if word else {})}, S.finetune(base + suffix, word),
+                          cfg.finetune_train)
+
+        pair("", cfg.student, cfg.seeds[:1])
+        run_stage("data_topk", ["teacher"], k, S.topk("refs"))
+        run_stage("data_topk_seq_kd", ["teacher", "data_seq_kd"], k, S.topk("data_seq_kd"))
+        run_stage("data_topk_seq_inter", ["teacher", "data_seq_inter"], k, S.topk("data_seq_inter"))
+        kd_rows("", cfg.student)
         best = S.best_student(list(STUDENTS)) if r.done(list(STUDENTS)) else r.placeholder("(best student)")
         if best not in r.unknown:
             log.info("best student by validation BLEU: %s", best)
@@ -465,6 +463,23 @@ def _reproduce(cfg: ReproduceConfig, out: Path, progress: bool, stop_after: str,
                            "ft": identity(cfg.finetune_train)}, S.prune(prev, sp, chain["scheme"]))
                 pruned.append(name)
                 prev = name
+        run_stage("teacher+seq_inter", ["teacher", "data_seq_inter"], {"t": identity(cfg.finetune_train)},
+                  S.finetune("teacher"), cfg.finetune_train)
+        pair("", cfg.student, cfg.seeds[1:])
+        if fp32_control:
+            fp32 = replace(cfg.student_train, bf16="off")
+            run_stage("baseline-fp32", ["vocab"], {"m": identity(cfg.student), "seed": cfg.seeds[0],
+                                                   "t": identity(fp32)},
+                      S.student(cfg.student, cfg.seeds[0], "refs", bf16="off"), fp32)
+        for suffix, model in sizes[1:]:
+            pair(suffix, model, cfg.seeds[:1])
+            kd_rows(suffix, model)
+        students = [s + suffix for suffix, _ in sizes for s in STUDENTS]
+        if fast:
+            run_stage("fast", ["teacher", *fast, *students], {"max_drop": cfg.fast_max_drop, "beam": cfg.eval_beam,
+                                                              "repeats": cfg.speed_repeats,
+                                                              "n": cfg.eval_max_sents},
+                      S.fast_pick(fast + students))
         pick = S.int8_pick(pruned, best) if r.done(["teacher", best, *pruned]) else r.placeholder("(int8 pick)")
         run_stage("best_int8", [pick], {"from": pick}, S.export(pick))
         seed_runs = [f"{s}-seed{x}" for s in ("baseline", "seq_kd") for x in cfg.seeds[1:]]
