@@ -18,10 +18,13 @@ class Point:
 
 @dataclass
 class Series:
-    """One system (one legend entry): a colour and marker shared by all its points."""
+    """One system (one legend entry): a colour and marker shared by all its points. `style` = (colour
+    index, marker index) lets related series share a colour or a marker (e.g. marker = model, colour =
+    engine); by default each series gets its own pair."""
 
     label: str
     points: list[Point] = field(default_factory=list)
+    style: tuple[int, int] | None = None
 
 
 @dataclass
@@ -59,7 +62,8 @@ def frontier_plot(series: list[Series], panels: list[Panel], path: str | Path, t
     for ax, pn in zip(axes[0], panels):
         xy = []
         for i, s in enumerate(series):  # colour x marker: a unique symbol for up to 100 series
-            color, mk = cmap(i % 10), markers[(i // 10) % len(markers)]
+            ci, mi = s.style or (i % 10, i // 10)
+            color, mk = cmap(ci % 10), markers[mi % len(markers)]
             for j, p in enumerate(s.points):
                 kw = {"color": color} if p.filled else {"facecolors": "none", "edgecolors": [color]}
                 ax.scatter(p.x[pn.key], p.bleu, marker=mk, label=s.label if j == 0 else None, **kw)

@@ -119,6 +119,33 @@ def test_bench_reports_median_spread_and_latency(tiny_reverse, tmp_path):
     assert (tmp_path / "frontier.png").stat().st_size > 1000
 
 
+def test_frontier_series_takes_each_systems_best_layout_per_panel():
+    """One series per model x engine (marker = model, colour = engine), one point per search: the most
+    sentences/s and the least p50 over the thread layouts, which may come from different layouts."""
+    from seqkd.bench import frontier_series
+
+    def row(model, engine, vmap, inter, search, sps, p50, bleu):
+        return {"model": f"runs/x/{model}", "engine": engine, "vmap": vmap, "threads": 2, "inter_threads": inter,
+                "search": search, "sent_per_s": sps, "p50_ms": p50, "bleu": bleu}
+
+    rows = [row("teacher", "ct2", False, 1, "greedy", 100, 60, 38.0),
+            row("teacher", "ct2", False, 2, "greedy", 120, 90, 38.0),
+            row("teacher", "ct2", False, 1, "beam5", 40, 110, 39.5),
+            row("teacher", "ct2", False, 2, "beam5", 45, 150, 39.5),
+            row("student", "ct2", True, 2, "greedy", 900, 7, 36.3),
+            row("student", "ct2-int8", False, 2, "greedy", 1600, 8, 36.2),
+            {"model": "runs/x/student", "engine": "ct2", "vmap": False, "threads": 2, "inter_threads": 2,
+             "search": "greedy", "sent_per_s": 5.0}]  # no BLEU (no references): not plotted
+    s = {x.label: x for x in frontier_series(rows)}
+    assert sorted(s) == ["student ct2 +vmap", "student ct2-int8", "teacher ct2"]
+    greedy, beam = s["teacher ct2"].points
+    assert (greedy.x, greedy.filled, greedy.bleu) == ({"sent_per_s": 120, "p50_ms": 60}, True, 38.0)
+    assert (beam.x, beam.filled) == ({"sent_per_s": 45, "p50_ms": 110}, False)
+    assert s["teacher ct2"].style[1] != s["student ct2-int8"].style[1]  # markers tell the models apart
+    assert s["teacher ct2"].style[0] != s["student ct2-int8"].style[0]  # colours tell the engines apart
+    assert s["student ct2 +vmap"].style[1] == s["student ct2-int8"].style[1]
+
+
 def test_pareto_front():
     from seqkd.plots import pareto
 
