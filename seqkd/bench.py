@@ -123,10 +123,6 @@ def _engine(r: dict) -> str:
     return f"{r['engine']}{' +vmap' if r.get('vmap') else ''}"
 
 
-def label(r: dict) -> str:
-    return f"{Path(r['model']).name} {_engine(r)} {_layout(r)} {r['search']}"
-
-
 def table(rows: list[dict]) -> str:
     lines = ["| model | engine | search | threads (batches x per batch) | sentences | BLEU | seconds (median) | "
              "sent/s (range) | target tok/s | p50 ms | p95 ms |", "|---|---|---|---|---|---|---|---|---|---|---|"]
