@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from seqkd.decode import DecodeConfig, Translator
+from seqkd.plots import Point, Series
 
 ENGINES = {"hf": ("hf", "float32"), "ct2": ("ct2", "float32"), "ct2-int8": ("ct2", "int8")}
 
@@ -135,39 +136,55 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def frontier_series(rows: list[dict]) -> list:
-    """One plots.Series per model and engine (marker = model, colour = engine), one Point per search
-    (greedy filled, beam hollow) at the system's best thread layout for each panel: the most sentences/s,
-    and the least p50 ms when every row has latency."""
-    from seqkd.plots import Point, Series
+def _systems(rows: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
+    """Scored rows grouped by system, (model folder name, engine, search) in first-seen order; the
+    thread layouts of a system are its group."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in rows:
+        if "bleu" in r:
+            groups.setdefault((Path(r["model"]).name, _engine(r), r["search"]), []).append(r)
+    return groups
 
-    scored = [r for r in rows if "bleu" in r]
-    models = list(dict.fromkeys(Path(r["model"]).name for r in scored))
-    engines = list(dict.fromkeys(_engine(r) for r in scored))
-    searches = list(dict.fromkeys(r["search"] for r in scored))
-    series = []
-    for mi, m in enumerate(models):
-        for ei, e in enumerate(engines):
-            pts = []
-            for s in searches:
-                group = [r for r in scored if (Path(r["model"]).name, _engine(r), r["search"]) == (m, e, s)]
-                if not group:
-                    continue
-                fastest = max(group, key=lambda r: r["sent_per_s"])
-                x = {"sent_per_s": fastest["sent_per_s"]}
-                if all("p50_ms" in r for r in scored):
-                    x["p50_ms"] = min(r["p50_ms"] for r in group)
-                pts.append(Point(x, fastest["bleu"], s == "greedy"))
-            if pts:
-                series.append(Series(f"{m} {e}", pts, style=(ei, mi)))
-    return series
+
+def frontier_series(rows: list[dict]) -> list[Series]:
+    """One Series per model and engine (marker = model, colour = engine), one Point per search (greedy
+    filled, beam hollow) at the system's best thread layout for each panel: the most sentences/s, and the
+    least p50 ms when every row has latency."""
+    groups = _systems(rows)
+    models = list(dict.fromkeys(m for m, _, _ in groups))
+    engines = list(dict.fromkeys(e for _, e, _ in groups))
+    latency = all("p50_ms" in r for g in groups.values() for r in g)
+    series: dict[tuple[str, str], Series] = {}
+    for (m, e, s), group in groups.items():
+        fastest = max(group, key=lambda r: r["sent_per_s"])
+        x = {"sent_per_s": fastest["sent_per_s"], **({"p50_ms": min(r["p50_ms"] for r in group)} if latency else {})}
+        sr = series.setdefault((m, e), Series(f"{m} {e}", style=(engines.index(e), models.index(m))))
+        sr.points.append(Point(x, fastest["bleu"], s == "greedy"))
+    return list(series.values())
+
+
+def best_against_best(rows: list[dict], teacher: str, student: str, engine: str | None = None) -> dict:
+    """S1 from one bench run: the student's fastest greedy row over the teacher's fastest beam row
+    (models named by folder name; any shortlist or layout, and any engine unless `engine` names one, e.g.
+    "ct2" for float32 on both sides), the median ratio, the range from the extremes of the two rows'
+    repetitions, and the student's BLEU minus the teacher's."""
+    scored = [r for r in rows if "bleu" in r and engine in (None, r["engine"])]
+    s = max((r for r in scored if Path(r["model"]).name == student and r["search"] == "greedy"),
+            key=lambda r: r["sent_per_s"])
+    t = max((r for r in scored if Path(r["model"]).name == teacher and r["search"].startswith("beam")),
+            key=lambda r: r["sent_per_s"])
+    return {"student": f"{student} {_engine(s)} {_layout(s)} greedy", "teacher": f"{teacher} {_engine(t)} {_layout(t)} "
+            f"{t['search']}", "student_sent_per_s": s["sent_per_s"], "teacher_sent_per_s": t["sent_per_s"],
+            "speedup": s["sent_per_s"] / t["sent_per_s"],
+            "speedup_range": [s["sent_per_s_min"] / t["sent_per_s_max"], s["sent_per_s_max"] / t["sent_per_s_min"]],
+            "bleu_gap": s["bleu"] - t["bleu"]}
 
 
 def frontier_plot(rows: list[dict], path: str | Path) -> None:
     """BLEU against sentences/s (and against p50 latency): `frontier_series`, every layout being in the
     table, with the Pareto front drawn as a dashed line."""
     from seqkd.plots import Panel
-    from seqkd.plots import frontier_plot as draw
+    from seqkd.plots import frontier_plot as draw  # matplotlib is imported only here
 
     draw(frontier_series(rows), [Panel("sent_per_s", "sentences/s (log; filled = greedy, hollow = beam)"),
                                  Panel("p50_ms", "p50 ms per sentence, one at a time (log)", -1)],

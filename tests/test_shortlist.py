@@ -119,7 +119,7 @@ def test_bench_reports_median_spread_and_latency(tiny_reverse, tmp_path):
     assert (tmp_path / "frontier.png").stat().st_size > 1000
 
 
-def test_frontier_series_takes_each_systems_best_layout_per_panel():
+def test_frontier_series_best_layout_per_panel_and_s1_best_against_best():
     """One series per model x engine (marker = model, colour = engine), one point per search: the most
     sentences/s and the least p50 over the thread layouts, which may come from different layouts."""
     from seqkd.bench import frontier_series
@@ -144,6 +144,16 @@ def test_frontier_series_takes_each_systems_best_layout_per_panel():
     assert s["teacher ct2"].style[1] != s["student ct2-int8"].style[1]  # markers tell the models apart
     assert s["teacher ct2"].style[0] != s["student ct2-int8"].style[0]  # colours tell the engines apart
     assert s["student ct2 +vmap"].style[1] == s["student ct2-int8"].style[1]
+
+    from seqkd.bench import best_against_best  # S1: fastest student greedy over fastest teacher beam
+
+    for r in rows:
+        r.update(sent_per_s_min=r["sent_per_s"] * 0.9, sent_per_s_max=r["sent_per_s"] * 1.1)
+    s1 = best_against_best(rows, "teacher", "student")
+    assert s1["speedup"] == pytest.approx(1600 / 45) and s1["bleu_gap"] == pytest.approx(36.2 - 39.5)
+    assert s1["speedup_range"] == pytest.approx([1440 / 49.5, 1760 / 40.5])
+    assert s1["student"] == "student ct2-int8 2x1 greedy" and s1["teacher"] == "teacher ct2 2x1 beam5"
+    assert best_against_best(rows, "teacher", "student", engine="ct2")["speedup"] == pytest.approx(900 / 45)
 
 
 def test_pareto_front():
