@@ -14,11 +14,16 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30
 
 def pytest_configure(config):
     torch.set_num_threads(2)
+    # The README runs the suite with a relative SEQKD_DATA (`../shared/data/multi30k`). Tests hand the path to
+    # subprocesses and symlinks made in other folders, where a relative path points nowhere: make it absolute,
+    # relative to the folder pytest was started in, as the shell meant it.
+    if os.environ.get("SEQKD_DATA"):
+        os.environ["SEQKD_DATA"] = str(Path(os.environ["SEQKD_DATA"]).resolve())
 
 
 @pytest.fixture(scope="session")
 def multi30k_dir() -> Path:
-    d = Path(os.environ.get("SEQKD_DATA", SHARED_DATA))
+    d = Path(os.environ.get("SEQKD_DATA") or SHARED_DATA).resolve()
     if not (d / "train.de.gz").exists():
         pytest.skip(f"no local Multi30k copy at {d}")
     return d

@@ -129,7 +129,7 @@ def test_bad_prune_schedule_and_shrink_layers(tmp_path, capsys, tiny_reverse):
     assert not (tmp_path / "g").exists()
 
 
-def test_second_writer_of_a_run_folder_is_refused(tmp_path, capsys, multi30k_dir):
+def test_second_writer_of_a_run_folder_is_refused(tmp_path, capsys):
     """Two `seqkd reproduce` (or training runs) on one folder at once: the second stops with one line
     naming the holder; once the first is gone (even killed), the folder is free again."""
     import subprocess
@@ -143,7 +143,8 @@ def test_second_writer_of_a_run_folder_is_refused(tmp_path, capsys, multi30k_dir
                                "    time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        err = _run(capsys, "reproduce", "--preset", "tiny", "--data-dir", str(multi30k_dir), "--out", str(out))
+        # no corpus needed: the lock is taken before any data is read (this data folder does not exist)
+        err = _run(capsys, "reproduce", "--preset", "tiny", "--data-dir", str(tmp_path / "no-data"), "--out", str(out))
         assert "another seqkd reproduce is writing this folder" in err and str(holder.pid) in err
         assert not (out / "vocab").exists()
         with pytest.raises(SeqkdError, match="another training run"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from seqkd.config import RunConfig, apply_overrides, dump, from_dict, load_run_config
@@ -58,3 +60,17 @@ def test_decode_section_is_refused_not_ignored(tmp_path):
     saved = tmp_path / "seqkd.yaml"
     saved.write_text(dump(load_run_config(None, [])))
     assert "decode:" in saved.read_text() and load_run_config(str(saved)).decode.beam == 5
+
+
+def test_ci_runs_the_readme_commands():
+    """CI runs the README's set-up block as written (relative SEQKD_DATA included), not a variant of it."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    ci = (root / ".ci" / "run").read_text()
+    awk = ci.split('commands="$(', 1)[1].split(')"', 1)[0]
+    block = subprocess.run(["bash", "-c", awk], cwd=root, capture_output=True, text=True, check=True).stdout
+    lines = block.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("python3 -m venv .venv") and "pip install torch==2.13.0" in lines[0]
+    assert lines[1] == "SEQKD_DATA=../shared/data/multi30k python -m pytest -q"
+    assert "pytest" not in ci.replace(awk, "").replace("pytest -q -m slow", "")

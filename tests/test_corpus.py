@@ -24,7 +24,7 @@ from seqkd.corpus import (
 )
 from seqkd.fsutil import SeqkdError
 
-SHARED = Path(os.environ.get("SEQKD_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k")
+SHARED = Path(os.environ.get("SEQKD_DATA") or Path(__file__).resolve().parents[2] / "shared/data/multi30k").resolve()
 needs_shared = pytest.mark.skipif(not (SHARED / "val.de.gz").exists(), reason="shared Multi30k copy missing")
 
 
