@@ -60,12 +60,13 @@ def load_preset(name: str):
 
 def print_plan(out: str, rows: list[tuple[str, str, float]]) -> None:
     """`reproduce --plan`'s table: one line per stage, then what a run would keep, resume and discard."""
-    from seqkd.pipeline import CHANGED, DONE, EXTENDS, PARTIAL
+    from seqkd.runner import ARCHIVED, CHANGED, DONE, EXTENDS, PARTIAL
 
     print(f"{out}: what `seqkd reproduce` would do with these settings (nothing has run)")
     for name, status, seconds in rows:
         print(f"  {name:36s} {status:14s} {seconds / 60:8.1f} min so far" if seconds else f"  {name:36s} {status}")
-    for status, what in ((DONE, "reused"), (PARTIAL, "resumed in its folder"),
+    for status, what in ((DONE, "reused"), (ARCHIVED, "restored from the run archive"),
+                         (PARTIAL, "resumed in its folder"),
                          (EXTENDS, "trained on from their last checkpoint under a larger patience / max_epochs"),
                          (CHANGED, "recomputed: their folders are discarded")):
         sel = [sec for _, st, sec in rows if st == status]
@@ -75,6 +76,7 @@ def print_plan(out: str, rows: list[tuple[str, str, float]]) -> None:
 
 def cmd_reproduce(a) -> None:
     from seqkd.config import apply_overrides, from_dict, to_dict
+    from seqkd.grid import GridOptions
     from seqkd.pipeline import ReproduceConfig, reproduce
 
     cfg = load_preset(a.preset)
@@ -83,10 +85,20 @@ def cmd_reproduce(a) -> None:
     if a.threads:
         cfg.threads = a.threads
     out = a.out or f"runs/{cfg.preset}-{cfg.data.src}-{cfg.data.tgt}"
+    if a.jobs < 1 or a.time_limit < 0:
+        raise SeqkdError(f"--jobs must be >= 1 and --time-limit >= 0, got {a.jobs} and {a.time_limit}")
+    opts = GridOptions(a.archive, a.time_limit, a.jobs)
     if a.plan:
-        print_plan(out, reproduce(cfg, out, plan=True)["plan"])
+        print_plan(out, reproduce(cfg, out, plan=True, opts=opts)["plan"])
         return
-    res = reproduce(cfg, out, progress=not a.quiet, stop_after=a.stop_after or "")
+    res = reproduce(cfg, out, progress=not a.quiet, stop_after=a.stop_after or "", opts=opts)
+    if "time_limit" in res:
+        t = res["time_limit"]
+        unknown = f" ({len(t['unknown'])} with no estimate)" if t["unknown"] else ""
+        print(f"{out}: time limit: stopped at a stage boundary; {len(t['remaining'])} stages remain, about "
+              f"{t['seconds'] / 3600:.1f} h{unknown}, next {t['remaining'][0]}; rerun to go on"
+              + (f" (finished stages are in the archive {a.archive})" if a.archive else ""))
+        return
     if not res:
         print(f"{out}: stopped after stage {a.stop_after}; rerun without --stop-after to continue")
         return
@@ -119,6 +131,8 @@ def cmd_evaluate(a) -> None:
         if not (a.source and a.reference):
             raise SeqkdError("--source and --reference go together")
         src, ref = read_parallel(a.source, a.reference)
+        if not src:
+            raise SeqkdError(f"{a.source}: nothing to evaluate (the file is empty, and so is {a.reference})")
         test = a.source
     else:
         dc = _data_cfg(a, DataConfig(test_split=a.split))
@@ -303,7 +317,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("--out", help="run folder (default runs/PRESET-SRC-TGT); rerun to resume")
     s.add_argument("--stop-after", metavar="STAGE", help="end after this stage (e.g. teacher); rerun to go on")
-    s.add_argument("--plan", action="store_true", help="run nothing: list each stage as done, partial, extends "
+    s.add_argument("--archive", metavar="DIR", help="the run archive: every finished stage's portable record is "
+                   "kept here, and a run (on any machine) restores what it holds and runs only what is missing")
+    s.add_argument("--time-limit", type=float, default=0.0, metavar="MINUTES", help="start no stage that cannot "
+                   "finish in the time left (by its estimate); stop at a stage boundary and exit 0 (0 = none)")
+    s.add_argument("--jobs", type=int, default=1, help="run up to N independent stages at once, each with "
+                   "threads / N threads")
+    s.add_argument("--plan", action="store_true", help="run nothing: list each stage as done, archived, partial, "
+                   "extends "
                    "(trains on from its last checkpoint: only patience / max_epochs were raised), changed (a run "
                    "would discard its folder) or to run, under these settings; safe beside a running grid")
     s.set_defaults(func=cmd_reproduce)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from seqkd.fsutil import SeqkdError
-
 
 # --- shared argument groups ---------------------------------------------------------------------
 def _data_args(p: argparse.ArgumentParser, split: str | None = None) -> None:
@@ -64,13 +62,12 @@ def _data_cfg(a, base=None):
 
 
 def _read_input(path: str | None) -> list[str]:
-    from seqkd.corpus import read_lines
+    """The lines of a file or of stdin ("-"): they end at \\n (or \\r\\n) only; NUL bytes and invalid UTF-8 are
+    one-line errors naming the input and line."""
+    from seqkd.corpus import read_lines, read_stream
 
     if path in (None, "-"):
-        try:
-            return sys.stdin.buffer.read().decode("utf-8").splitlines()
-        except UnicodeDecodeError as e:
-            raise SeqkdError(f"<stdin>: invalid UTF-8 ({e})") from e
+        return read_stream(sys.stdin.buffer, "<stdin>")
     return read_lines(path)
 
 

@@ -22,14 +22,9 @@ def cmd_vocab(a) -> None:
     print(f"{a.out}: {v.size} ids")
 
 
-def cmd_train(a) -> None:
-    from seqkd import dist
-    from seqkd.config import dump, load_run_config
-    from seqkd.data import load_pairs, stream_train_pairs
-    from seqkd.fsutil import folder_lock
-    from seqkd.models import build_model, check_size, load_model
-    from seqkd.train import TrainData, train
-    from seqkd.vocab import Vocab, train_vocab
+def _train_config(a):
+    """The run config of `seqkd train`: --config / --set, then the flags."""
+    from seqkd.config import load_run_config
 
     cfg = load_run_config(a.config, a.set)
     cfg.data = _data_cfg(a, cfg.data)
@@ -51,6 +46,48 @@ def cmd_train(a) -> None:
         cfg.train.loss.word_kd_alpha = a.word_kd
     if cfg.train.loss.word_kd_alpha > 0 and not (cfg.kd.teacher or cfg.kd.topk_cache):
         raise SeqkdError("Word-KD (word_kd_alpha > 0) needs --teacher DIR or --topk-cache DIR")
+    return cfg
+
+
+def _vocab_and_model(a, cfg, data, out: Path, d):
+    """The vocabulary (trained into OUT/vocab on rank 0 unless given) and the model to train."""
+    from seqkd import dist
+    from seqkd.models import build_model, load_model
+    from seqkd.vocab import Vocab, train_vocab
+
+    if cfg.train.init_from:
+        return Vocab(cfg.train.init_from), load_model(cfg.train.init_from)
+    if a.vocab:
+        vocab = Vocab(a.vocab)
+    else:
+        if d.main:
+            train_vocab(data.src, data.tgt, cfg.vocab, out / "vocab", threads=a.threads or 2)
+        dist.barrier(d)
+        vocab = Vocab(out / "vocab")
+    return vocab, build_model(cfg.model, vocab.size, vocab.pad_id, vocab.eos_id, seed=cfg.train.seed)
+
+
+def _teacher_fn(cfg, vocab, data):
+    """Word-KD targets per batch: a cached top-k or the teacher online (None without Word-KD)."""
+    if cfg.train.loss.word_kd_alpha <= 0:
+        return None
+    from seqkd.kd import offline_teacher, online_teacher
+    from seqkd.tokdata import hash_pairs
+
+    if cfg.kd.topk_cache:
+        return offline_teacher(cfg.kd.topk_cache, vocab, hash_pairs(data.stream()),
+                               temperature=cfg.train.loss.temperature)
+    return online_teacher(cfg.kd.teacher, vocab)
+
+
+def cmd_train(a) -> None:
+    from seqkd import dist
+    from seqkd.config import dump
+    from seqkd.data import load_pairs, stream_train_pairs
+    from seqkd.models import check_size
+    from seqkd.train import TrainData, run_lock, train
+
+    cfg = _train_config(a)
     check_size(cfg.model.size)  # before any data is read or downloaded
     out = Path(a.out)
     text = dump(cfg)
@@ -64,32 +101,10 @@ def cmd_train(a) -> None:
         train_pairs = (*load_pairs(cfg.data, "train"), None)
     val = load_pairs(cfg.data, "val")
     data = TrainData(train_pairs[0], train_pairs[1], *val, pairs=train_pairs[2])
-    if d.world == 1:  # refuse a folder another run is writing before writing to it (train() holds the lock)
-        with folder_lock(out, "training run"):
-            pass
-    if cfg.train.init_from:
-        vocab = Vocab(cfg.train.init_from)
-        model = load_model(cfg.train.init_from)
-    else:
-        if a.vocab:
-            vocab = Vocab(a.vocab)
-        else:
-            if d.main:
-                train_vocab(data.src, data.tgt, cfg.vocab, out / "vocab", threads=a.threads or 2)
-            dist.barrier(d)
-            vocab = Vocab(out / "vocab")
-        model = build_model(cfg.model, vocab.size, vocab.pad_id, vocab.eos_id, seed=cfg.train.seed)
-    teacher_fn = None
-    if cfg.train.loss.word_kd_alpha > 0:
-        from seqkd.kd import offline_teacher, online_teacher
-        from seqkd.tokdata import hash_pairs
-
-        if cfg.kd.topk_cache:
-            teacher_fn = offline_teacher(cfg.kd.topk_cache, vocab, hash_pairs(data.stream()),
-                                         temperature=cfg.train.loss.temperature)
-        else:
-            teacher_fn = online_teacher(cfg.kd.teacher, vocab)
-    res = train(out, cfg.train, model, vocab, data, teacher_fn=teacher_fn, config_text=text, progress=not a.quiet)
+    with run_lock(out, d):  # held from before the vocabulary is written to the end: one writer per folder
+        vocab, model = _vocab_and_model(a, cfg, data, out, d)
+        res = train(out, cfg.train, model, vocab, data, teacher_fn=_teacher_fn(cfg, vocab, data), config_text=text,
+                    progress=not a.quiet, locked=True)
     if not d.main:
         return
     print(json.dumps(res, indent=2))

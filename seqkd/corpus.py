@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import zip_longest
 from pathlib import Path
+from typing import BinaryIO
 
 from seqkd.fsutil import SeqkdError, atomic_open, sha256_file  # noqa: F401 (sha256_file re-exported)
 
@@ -77,6 +78,13 @@ def iter_lines(path: str | os.PathLike) -> Iterator[str]:
         raise SeqkdError(f"{path}: not a valid gzip file ({e or type(e).__name__})") from None
     except OSError as e:
         raise SeqkdError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def read_stream(f: BinaryIO, name: str) -> list[str]:
+    """The lines of a binary stream (stdin), read as `iter_lines` reads a file: a line ends at ``\\n`` (or
+    ``\\r\\n``) only, never at the other separators of `str.splitlines` (``\\x0b``, ``\\x0c``, ``\\x1c``-``\\x1e``,
+    ``\\x85``, U+2028, U+2029, a lone ``\\r``), so N lines in give N lines out; `name` is the error messages' file."""
+    return [decode_line(raw, name, lineno) for lineno, raw in enumerate(f, start=1)]
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:

@@ -52,6 +52,10 @@ def load_pairs(dc: DataConfig, role: str) -> tuple[list[str], list[str]]:
         if not src:
             where = files[0] if files[0] and files[1] else f"{dc.corpus}:{dc.train_split}:{dc.src}-{dc.tgt}"
             raise SeqkdError(f"{where}: no usable training pairs ({stats})")
+    if role == "val" and not src:  # training validates on it at the end of every epoch: refuse it before the first
+        where = files[0] if files[0] and files[1] else f"{dc.corpus}:{dc.val_split}:{dc.src}-{dc.tgt}"
+        raise SeqkdError(f"{where}: the validation set is empty (0 lines); training validates on it after "
+                         "every epoch")
     return src, tgt
 
 

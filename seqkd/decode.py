@@ -3,6 +3,11 @@
 Engines: CTranslate2 ("ct2", default: converts the HF folder once and caches the conversion beside
 it) and Hugging Face `generate` ("hf"). Both see the same batches (sorted by length, bounded by a
 token budget) and the same maximum length, `max_len_a * longest source + max_len_b` per batch.
+
+Long inputs: a model has no positions past its `max_position_embeddings` (512 for every seqkd size), so
+a source longer than that is cut to it (its `</s>` kept) and a decode limit above it is capped at it;
+both are counted in a warning ("3 of 1000 sources longer than 512 tokens ... were truncated"), never a
+crash and never a silent cut. `Translator.score` cuts sources and targets the same way.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from tqdm import tqdm
 
 from seqkd import faults
 from seqkd.batching import token_batches
-from seqkd.fsutil import SeqkdError, finish_folder, is_no_space, locked, no_space
+from seqkd.fsutil import SeqkdError, finish_folder, is_no_space, locked, no_space, read_json
 from seqkd.vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -140,6 +145,14 @@ def _safetensors_converter(model_dir: Path):
     return SafetensorsConverter(str(model_dir))
 
 
+def fit_positions(seqs: list[list[str]], limit: int, end: tuple[str, ...] = ()) -> tuple[list[list[str]], int]:
+    """`seqs` with each one longer than `limit` tokens cut to `limit`, ending with `end` (a source keeps its
+    `</s>`), and how many were cut."""
+    cut = sum(len(s) > limit for s in seqs)
+    keep = limit - len(end)
+    return ([s[:keep] + list(end) if len(s) > limit else s for s in seqs] if cut else seqs), cut
+
+
 def _by_length(lengths: list[int], max_tokens: int) -> list[list[int]]:
     """Batches of line indices sorted by length, rows x longest <= max_tokens."""
     return token_batches(lengths, lengths, max_tokens)
@@ -175,6 +188,8 @@ class Translator:
                 self.model.final_logits_bias[..., self.vocab.pad_id] = float("-inf")
         else:
             raise SeqkdError(f"unknown engine {self.cfg.engine!r} (ct2 or hf)")
+        self.max_positions = int(read_json(self.model_dir / "config.json").get("max_position_embeddings", 512))
+        self._warned: set[str] = set()
 
     def translate(self, lines: list[str], beam: int | None = None, nbest: int | None = None,
                   progress: bool = False) -> list[list[Hypothesis]]:
@@ -186,7 +201,7 @@ class Translator:
         nbest = nbest or self.cfg.nbest
         if nbest > beam:
             raise SeqkdError(f"nbest ({nbest}) cannot exceed the beam size ({beam})")
-        pieces = self.vocab.src_pieces(lines)
+        pieces = self._fit(self.vocab.src_pieces(lines), "sources", self.max_positions, ("</s>",))
         results: list[list[Hypothesis] | None] = [None] * len(lines)
         batches = _by_length([len(p) for p in pieces], max(self.cfg.max_tokens // max(1, beam // 4), 64))
         if self.cfg.engine == "ct2" and self._engine_batching:
@@ -195,9 +210,8 @@ class Translator:
                    disable=not progress, leave=False)
         parallel = self.cfg.engine == "ct2" and self._inter > 1 and not self._engine_batching
         pending = []  # (indices, asynchronous results) while batches run in parallel
-        for idx in batches:
+        for idx, max_len in zip(batches, self._limits(pieces, batches)):
             src = [pieces[i] for i in idx]
-            max_len = int(self.cfg.max_len_a * max(len(s) for s in src) + self.cfg.max_len_b)
             if parallel:  # queue every batch; CTranslate2 runs inter_threads of them at a time
                 pending.append((idx, self._ct2(src, beam, nbest, max_len, asynchronous=True)))
                 continue
@@ -216,14 +230,39 @@ class Translator:
                 results[i] = [Hypothesis("", [], 0.0)] * nbest
         return results  # type: ignore[return-value]
 
+    def _warn_once(self, msg: str) -> None:
+        """Log `msg` as a warning unless this translator already did (evaluate decodes the same lines thrice)."""
+        if msg not in self._warned:
+            self._warned.add(msg)
+            log.warning(msg)
+
+    def _fit(self, seqs: list[list[str]], what: str, limit: int, end: tuple[str, ...] = ()) -> list[list[str]]:
+        """`fit_positions`, the count of cut sequences in a warning."""
+        out, cut = fit_positions(seqs, limit, end)
+        if cut:
+            self._warn_once(f"{cut} of {len(seqs)} {what} longer than {limit} tokens (the model's "
+                            f"max_position_embeddings) were truncated to {limit} tokens")
+        return out
+
+    def _limits(self, pieces: list[list[str]], batches: list[list[int]]) -> list[int]:
+        """Each batch's decode limit, max_len_a x its longest source + max_len_b, capped at the model's positions
+        (the sentences of capped batches are counted in a warning)."""
+        c, cap = self.cfg, self.max_positions
+        want = [int(c.max_len_a * max(len(pieces[i]) for i in idx) + c.max_len_b) for idx in batches]
+        if capped := sum(len(idx) for idx, n in zip(batches, want) if n > cap):
+            self._warn_once(f"{capped} of {len(pieces)} sentences had their decode limit (max_len_a x source tokens "
+                            f"+ max_len_b) capped at {cap} tokens, the model's max_position_embeddings")
+        return [min(n, cap) for n in want]
+
     def score(self, src: list[str], tgt: list[str]) -> list[tuple[float, int]]:
         """Forced-decoding log-probability of each target given its source: (sum of log-probs, tokens).
 
         Tokens include the final `</s>`. Used for perplexity and p(t = y_hat).
         """
         v = self.vocab
-        src_p = v.src_pieces(src)
-        tgt_p = [p for p in v.tgt_sp.encode(list(tgt), out_type=str)]
+        src_p = self._fit(v.src_pieces(src), "sources", self.max_positions, ("</s>",))
+        # the decoder reads the start token and the target: one position is left for the start
+        tgt_p = self._fit(v.tgt_sp.encode(list(tgt), out_type=str), "targets", self.max_positions - 1)
         out: list[tuple[float, int]] = [(0.0, 0)] * len(src)
         for idx in _by_length([len(p) + len(t) for p, t in zip(src_p, tgt_p)], self.cfg.max_tokens):
             if self.cfg.engine == "ct2":

@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from seqkd import faults
 from seqkd.decode import DecodeConfig, Translator
-from seqkd.fsutil import SeqkdError, atomic_open, read_json, sha256_file, write_json
+from seqkd.fsutil import SeqkdError, atomic_open, make_folder, read_json, sha256_file, write_json
+from seqkd.models import check_model_folder
 from seqkd.pairs import ListPairs, Pairs
 from seqkd.shards import LOCK, locked, merge, shard_path, try_claim, unfinished
 
@@ -100,7 +101,9 @@ class WorkerResult:
 
 
 def weights_hash(model_dir: str | Path) -> str:
-    """The identity of a model's weights: sha256 (16 hex) of its model.safetensors."""
+    """The identity of a model's weights: sha256 (16 hex) of its model.safetensors (a missing or incomplete
+    model folder is a one-line SeqkdError naming it)."""
+    check_model_folder(Path(model_dir))
     return sha256_file(Path(model_dir) / "model.safetensors")[:16]
 
 
@@ -167,8 +170,7 @@ def _finished(out: Path, ident: dict) -> dict | None:
 
 def _prepare(out: Path, ident: dict) -> Path:
     """Create the shard folder and record the identity; refuse unfinished shards of another identity."""
-    shard_dir = out / "shards"
-    shard_dir.mkdir(parents=True, exist_ok=True)
+    shard_dir = make_folder(make_folder(out) / "shards")
     if not (out / "identity.json").exists():
         write_json(out / "identity.json", ident)
     if _moveable(read_json(out / "identity.json")) != _moveable(ident):

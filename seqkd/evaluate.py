@@ -31,6 +31,27 @@ def chrf(hyps: list[str], refs: list[str]) -> Score:
     return Score(m.corpus_score(hyps, [refs]).score, str(m.get_signature()))
 
 
+def paired_significance(hyps: dict[str, list[str]], refs: list[str], samples: int,
+                        baseline: str = "baseline") -> dict[str, dict]:
+    """sacreBLEU's paired bootstrap resampling of each system's BLEU against `baseline`'s: p-value and p < 0.05.
+
+    Two systems with the same per-sentence BLEU statistics (identical outputs, or texts that differ with equal
+    n-gram matches and lengths) get p = 1: every resampled difference is 0 and nothing is more extreme than the
+    real difference 0, but sacreBLEU's strict '>' on the centred statistic counts none and gives 1 / (samples + 1).
+    """
+    from sacrebleu.significance import PairedTest
+
+    others = [s for s in hyps if s != baseline]
+    named = [(baseline, hyps[baseline])] + [(s, hyps[s]) for s in others]
+    _, scores = PairedTest(named, {"BLEU": BLEU()}, [refs], test_type="bs", n_samples=samples)()
+    stats = {s: BLEU()._extract_corpus_statistics(h, [refs]) for s, h in hyps.items()}
+    res = {}
+    for i, s in enumerate(others):
+        p = 1.0 if stats[s] == stats[baseline] else scores["BLEU"][i + 1].p_value
+        res[s] = {"p_value": p, "significant": p < 0.05}
+    return res
+
+
 @dataclass
 class EvalResult:
     n: int
@@ -61,6 +82,8 @@ def evaluate(model_dir: str, src: list[str], ref: list[str], cfg: DecodeConfig |
     cfg = cfg or DecodeConfig()
     if len(src) != len(ref):
         raise SeqkdError(f"source has {len(src)} lines but reference has {len(ref)}")
+    if not src:
+        raise SeqkdError("nothing to evaluate: the source and reference are empty (0 lines)")
     tr = translator or Translator(model_dir, cfg)
     tr.translate(src[:16], beam=cfg.beam)  # warm-up: first-call allocations are not throughput
     t = time.perf_counter()

@@ -73,6 +73,33 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
         raise
 
 
+def make_folder(path: str | os.PathLike) -> Path:
+    """Create the folder `path` (and its parents) to write in: a file of that name, a parent that is a file or a
+    folder we may not write is a one-line SeqkdError naming it, before anything is written."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise SeqkdError(f"{p}: cannot create or write the folder (a file of that name exists)")
+    nearest = next(q for q in (p, *p.parents) if q.exists())  # the folder a mkdir would write in
+    if nearest.is_dir() and not os.access(nearest, os.W_OK | os.X_OK):
+        where = f" in {nearest}" if nearest != p else ""
+        raise SeqkdError(f"{p}: cannot create or write the folder (no write permission{where})")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SeqkdError(f"{p}: cannot create or write the folder ({e.strerror or e})") from None
+    return p
+
+
+def check_new_folder(path: str | os.PathLike) -> Path:
+    """For a folder built beside its name and renamed into place: `path` may not be a file, and its parent must be
+    a folder we can write (created if needed); else a one-line SeqkdError naming it."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise SeqkdError(f"{p}: cannot create or write the folder (a file of that name exists)")
+    make_folder(p.parent)
+    return p
+
+
 def finish_folder(folder: str | os.PathLike) -> None:
     """Before a temp folder is renamed into place: fsync every file directly in it, and give the files and
     the folder the usual permissions (mkdtemp and safetensors create them readable by their owner only)."""
@@ -140,9 +167,8 @@ def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[None]:
     """
     import fcntl
 
-    folder = Path(folder)
+    folder = make_folder(folder)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
         f = open(folder / ".lock", "a+")
     except OSError as e:
         raise SeqkdError(f"{folder}: cannot create or write the folder ({e.strerror or e})") from None

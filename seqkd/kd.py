@@ -20,7 +20,7 @@ from tqdm import tqdm
 from seqkd import faults
 from seqkd.batching import collate, token_batches
 from seqkd.distill import weights_hash
-from seqkd.fsutil import SeqkdError, hash_lines, read_json, write_json
+from seqkd.fsutil import SeqkdError, hash_lines, make_folder, read_json, write_json
 from seqkd.losses import _log_probs
 from seqkd.models import load_model, training_logits
 from seqkd.vocab import Vocab
@@ -72,7 +72,7 @@ def build_topk_cache(teacher_dir: str | Path, src: list[str], tgt: list[str], ou
         if read_json(out / "manifest.json") == ident:
             return out
         raise SeqkdError(f"{out / 'manifest.json'}: a cache for another teacher, input or k; use another folder")
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     teacher = load_model(teacher_dir)
     src_ids, tgt_ids = vocab.encode_src(src), vocab.encode_tgt(tgt)
     n_shards = (len(src) + shard_size - 1) // shard_size

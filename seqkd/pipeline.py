@@ -1,41 +1,31 @@
-"""`seqkd reproduce`: the paper's grid as cached stages.
-
-Each stage is a folder in the run directory with `stage_hash.txt` (its identity plus its inputs'
-identities) written when it starts, `clock.json` (wall time so far, summed over invocations) and
-`stage.json` written last. A rerun skips stages whose
-`stage.json` matches; a changed setting changes the hash of that stage and of everything after it;
-a stage killed half-way resumes inside its folder (training checkpoints, distillation shards); a
-training stage whose only change is a larger budget (patience, max_epochs) trains on from its last
-checkpoint (`extends`).
-"""
+"""`seqkd reproduce`: the paper's grid, declared in `graph`, run stage by stage by `grid` (each stage once, in
+its own folder: `runner`), kept in a run archive (`archive`), reported by `report`."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import shutil
-import threading
+import re
 import time
-from collections.abc import Callable
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from seqkd import faults
+import torch
+
+from seqkd import graph
 from seqkd.data import DataConfig, load_pairs
 from seqkd.dist import resolve_device
-from seqkd.fsutil import SeqkdError, folder_lock, read_json, write_json, write_text
-from seqkd.models import ModelConfig
+from seqkd.fsutil import SeqkdError, folder_lock, write_json
+from seqkd.graph import GraphInput, prune_name, stable_hash
+from seqkd.grid import Grid, GridOptions, TimeLimitReached
+from seqkd.models import SIZES, ModelConfig, check_size
 from seqkd.precision import bf16_autocast
+from seqkd.prune import SCHEMES
+from seqkd.runner import Runner, StopAfter
+from seqkd.stages import Stages
 from seqkd.train import TrainConfig, TrainData
 from seqkd.vocab import VocabConfig
 
 log = logging.getLogger(__name__)
-_FIX = "delete it (or its stage folder) and rerun"
-
-# Table 1's student rows, in the paper's order; the second student size gets `ReproduceConfig.small_suffix`.
-STUDENTS = ("baseline", "word_kd", "seq_kd", "baseline+seq_inter", "word_kd+seq_inter", "seq_kd+seq_inter",
-            "seq_kd+word_kd", "seq_kd+seq_inter+word_kd")
 
 
 @dataclass
@@ -101,36 +91,12 @@ class ReproduceConfig:
     tune_max_bleu_drop: float = 0.2  # a setting that changes the output (int8) may cost this much val BLEU
     bootstrap_samples: int = 1000
     threads: int = 0
-
-
-def _h(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-# Fields that change how fast or how verbosely a stage runs, never what it produces.
-COSMETIC = frozenset({"threads", "log_every", "ckpt_every", "device", "progress", "data_dir"})
-
-
-def identity(obj) -> dict:
-    """What of a config dataclass changes a stage's result: fields that differ from their defaults,
-    minus cosmetic ones (threads, log_every, checkpoint interval, device, paths).
-
-    Dropping defaults keeps finished stages valid when a later version adds a field whose default
-    keeps the old behaviour; a changed value of any field that matters changes the identity.
-    """
-    out = {}
-    for f in fields(obj):
-        if f.name in COSMETIC:
-            continue
-        v = getattr(obj, f.name)
-        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-        if is_dataclass(v):
-            sub = identity(v)
-            if sub:
-                out[f.name] = sub
-        elif v != default and not (isinstance(v, (tuple, list)) and list(v) == list(default or [])):
-            out[f.name] = list(v) if isinstance(v, tuple) else v
-    return out
+    # `--time-limit` estimates where this machine has no clock of a stage yet: minutes per stage name or kind
+    # (`graph.KEEP`'s kinds) on the machine described by `estimate_machine`, scaled by `estimate_gflops` over
+    # this machine's measured speed (`estimate.machine_gflops`)
+    estimates: dict = field(default_factory=dict)
+    estimate_machine: str = ""
+    estimate_gflops: float = 0.0
 
 
 def runs_fp32_control(cfg: ReproduceConfig) -> bool:
@@ -139,191 +105,18 @@ def runs_fp32_control(cfg: ReproduceConfig) -> bool:
     return cfg.fp32_control and bf16_autocast(cfg.student_train.bf16, resolve_device(cfg.student_train.device))
 
 
-class StageClock:
-    """A stage's wall time summed over invocations: a background tick adds the time since the last one
-    to `path` every `every` seconds, so a killed run loses at most that much. Gaps longer than three
-    ticks (the process was stopped, e.g. SIGSTOP) count as three ticks, not as work."""
-
-    def __init__(self, path: Path, every: float = 15.0):
-        self.path, self.every = path, every
-        self.total = read_json(path, ["seconds"], _FIX)["seconds"] if path.exists() else 0.0
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def tick(self) -> None:
-        now = time.monotonic()
-        self.total += min(now - self.last, 3 * self.every)
-        self.last = now
-        write_json(self.path, {"seconds": self.total})
-
-    def _run(self) -> None:
-        while not self._done.wait(self.every):
-            self.tick()
-
-    def __enter__(self) -> StageClock:
-        self.last = time.monotonic()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._done.set()
-        self._thread.join()
-        self.tick()
-
-
-class StopAfter(Exception):
-    """Raised after the stage named by --stop-after."""
-
-
-# What `reproduce --plan` says of a stage.
-DONE, PARTIAL, CHANGED, NEW, UNKNOWN = "done", "partial", "changed", "to run", "not yet known"
-EXTENDS = "extends"  # its training goes on from its last checkpoint under a larger budget
-
-
-def extends(d: Path, was_hash: Callable[[TrainConfig], str], train: TrainConfig) -> bool:
-    """Whether stage folder `d` holds this stage's training under a smaller budget, so that going on from
-    its last checkpoint with `train` ends where a fresh run with `train` would.
-
-    `d/stage_hash.txt` must equal `was_hash(train with the recorded patience and max_epochs)` (the
-    recorded ones are in `d/train_config.json`); nothing else may differ. Raising `patience` (or
-    making it 0, never) only moves the stop. Raising `max_epochs` also needs per-epoch validation
-    (`val_every: 0`; else the old last epoch validated off the grid) and a schedule that does not
-    depend on the planned length (not `linear`).
-    """
-    if not all((d / f).exists() for f in ("stage_hash.txt", "train_config.json", "checkpoints/latest.json")):
-        return False
-    old = read_json(d / "train_config.json", ["patience", "max_epochs"], _FIX)
-    p, e = old["patience"], old["max_epochs"]
-    if (p, e) == (train.patience, train.max_epochs) or train.max_epochs < e:
-        return False
-    if train.patience and not (p and train.patience >= p):
-        return False
-    if train.max_epochs != e and (train.schedule == "linear" or train.val_every):
-        return False
-    return was_hash(replace(train, patience=p, max_epochs=e)) == (d / "stage_hash.txt").read_text()
-
-
-class Runner:
-    """Runs named stages once; `hashes` chains each stage's identity into its dependants.
-
-    `plan`: run nothing and write nothing; `rows` gets each stage's (name, status, seconds so far), where
-    status is DONE (reused as it is), PARTIAL (resumes in its folder), EXTENDS (its training, finished
-    or not, goes on from its last checkpoint under a larger patience / max_epochs: `extends`), CHANGED
-    (its folder holds another identity's work, which a run would discard), NEW, or UNKNOWN (its identity
-    depends on a choice made from stages not yet done, such as the best student).
-    """
-
-    def __init__(self, out: Path, progress: bool = True, stop_after: str = "", plan: bool = False):
-        self.out, self.progress, self.stop_after, self.plan = out, progress, stop_after, plan
-        self.stopped = False
-        self.hashes: dict[str, str] = {}
-        self.seconds: dict[str, float] = {}
-        self.ran: list[str] = []
-        self.rows: list[tuple[str, str, float]] = []
-        self.unknown: set[str] = set()
-
-    def status(self, name: str, h: str, was_hash: Callable[[TrainConfig], str] | None = None,
-               train: TrainConfig | None = None) -> tuple[str, float]:
-        """(status, clock seconds so far) of stage `name` under identity `h`, from its folder alone
-        (`train`, `was_hash`: the stage's one training config and its identity under another config)."""
-        d = self.out / name
-        if (d / "stage.json").exists():
-            m = read_json(d / "stage.json", ["hash", "seconds"], _FIX)
-            if m["hash"] == h:
-                return DONE, m["seconds"]
-        if not d.exists():
-            return NEW, 0.0
-        seconds = read_json(d / "clock.json", ["seconds"], _FIX)["seconds"] if (d / "clock.json").exists() else 0.0
-        same = (d / "stage_hash.txt").exists() and (d / "stage_hash.txt").read_text() == h
-        if not same and train is not None and was_hash is not None and extends(d, was_hash, train):
-            return EXTENDS, seconds
-        return (PARTIAL if same else CHANGED), seconds
-
-    def done(self, names: list[str]) -> bool:
-        """Whether every stage of `names` is finished under its current identity (always, outside a plan)."""
-        status = {n: s for n, s, _ in self.rows}
-        return not self.plan or all(status.get(n) == DONE for n in names)
-
-    def placeholder(self, name: str) -> str:
-        """A stand-in for a choice a plan cannot make yet; stages that depend on it plan as UNKNOWN."""
-        self.hashes[name] = ""
-        self.unknown.add(name)
-        return name
-
-    def stage(self, name: str, inputs: list[str], params, fn: Callable[[Path], None],
-              train: TrainConfig | None = None) -> Path:
-        """Run `fn(folder)` unless done under this identity. `train`: the config of the stage's one training
-        run, whose identity is `params["t"]`; given, a larger budget extends the stage instead of discarding it."""
-        self.stopped = name == self.stop_after
-        ins = [self.hashes[i] for i in inputs]
-        h = _h({"params": params, "inputs": ins})
-        if train is not None and params.get("t") != identity(train):
-            raise ValueError(f"stage {name}: params['t'] is not the identity of its training config")
-        d = self.out / name
-        if self.plan and self.unknown.intersection(inputs):
-            self.hashes[name] = h
-            self.unknown.add(name)
-            self.rows.append((name, UNKNOWN, 0.0))
-            return d
-        def was_hash(tc: TrainConfig) -> str:
-            return _h({"params": {**params, "t": identity(tc)}, "inputs": ins})
-
-        status, seconds = self.status(name, h, was_hash, train)  # the one decision a plan reports and a run acts on
-        if self.plan:
-            self.hashes[name] = h
-            self.rows.append((name, status, seconds))
-            return d
-        if status == DONE:
-            self.hashes[name], self.seconds[name] = h, seconds
-            return d
-        if status == CHANGED:
-            log.info("stage %s: settings changed, recomputing", name)
-            shutil.rmtree(d)
-        if status == EXTENDS:  # in this order: a kill between the steps finds the stage extendable or partial
-            log.info("stage %s: a larger budget (patience %d, max_epochs %d), going on from its last checkpoint",
-                     name, train.patience, train.max_epochs)
-            (d / "train_result.json").unlink(missing_ok=True)
-            (d / "stage.json").unlink(missing_ok=True)
-        d.mkdir(parents=True, exist_ok=True)
-        write_text(d / "stage_hash.txt", h)
-        log.info("stage %s: running", name)
-        with StageClock(d / "clock.json") as clock:
-            fn(d)
-        self.seconds[name] = clock.total
-        write_json(d / "stage.json", {"hash": h, "seconds": self.seconds[name]})
-        faults.point("stage_done")
-        self.hashes[name] = h
-        self.ran.append(name)
-        return d
-
-
-def reproduce(cfg: ReproduceConfig, out: str | Path, progress: bool = True, stop_after: str = "",
-              plan: bool = False) -> dict:
-    """Run (or resume) the whole grid into `out`; returns results.json's content.
-
-    `stop_after`: end after this stage (e.g. "teacher") without a report. A second `reproduce` on
-    the same folder while this one runs is refused (folder lock). `plan`: run and write nothing, take
-    no lock (a running grid can be asked), and return {"plan": [(stage, status, seconds so far), ...]}:
-    which finished stages a run with this configuration would reuse and which it would recompute.
-    """
-    out = Path(out)
-    if plan:
-        return _reproduce(cfg, out, False, "", plan=True)
-    with folder_lock(out, "seqkd reproduce"):
-        return _reproduce(cfg, out, progress, stop_after)
 
 
 def check_config(cfg: ReproduceConfig) -> None:
     """Errors a preset can hold that would otherwise surface hours into the grid."""
-    from seqkd import stages
-
+    check_names(cfg)
     if not cfg.seeds:
         raise SeqkdError("seeds: give at least one seed")
     if not 0.0 <= cfg.min_student_fraction < 1.0:
         raise SeqkdError(f"min_student_fraction must be in [0, 1), got {cfg.min_student_fraction}")
     if cfg.speed_repeats < 1:
         raise SeqkdError(f"speed_repeats must be >= 1, got {cfg.speed_repeats}")
-    names = [stages.prune_name(sp, c["scheme"]) for c in cfg.prune for sp in c["schedule"]]
+    names = [prune_name(sp, c["scheme"]) for c in cfg.prune for sp in c["schedule"]]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise SeqkdError(f"prune: two chains produce the same stage {', '.join(dup)}; every (sparsity, scheme) "
@@ -337,8 +130,6 @@ def check_config(cfg: ReproduceConfig) -> None:
         if cfg.fast_stack_from not in sizes or sizes.index(cfg.fast_stack_from) != 0:
             raise SeqkdError(f"fast_stack_from {cfg.fast_stack_from!r} must be the first of fast_sizes {sizes}: "
                              "the other fast sizes grow from its trained model")
-        from seqkd.models import SIZES, check_size
-
         width = ("d_model", "encoder_ffn_dim", "decoder_ffn_dim", "encoder_attention_heads", "decoder_attention_heads")
         for size in sizes:
             check_size(size)
@@ -354,153 +145,87 @@ def check_config(cfg: ReproduceConfig) -> None:
             raise SeqkdError(f"{name}: the grid retrains every pruning round; give max_epochs or max_steps")
 
 
-def _reproduce(cfg: ReproduceConfig, out: Path, progress: bool, stop_after: str, plan: bool = False) -> dict:
-    import torch
 
-    from seqkd import stages
 
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def check_names(cfg: ReproduceConfig) -> None:
+    """Every name a config puts into a stage folder's name (prune schemes, fast sizes, the small suffix) is a
+    known value without path separators, and every prune entry is {scheme, schedule of fractions in [0, 1)}:
+    checked before any work, not hours into the grid."""
+    if cfg.small_suffix and not _NAME.match(cfg.small_suffix.lstrip("-")):
+        raise SeqkdError(f"small_suffix {cfg.small_suffix!r}: letters, digits and _ . + - only")
+    for size in cfg.fast_sizes:
+        check_size(size)
+    if not isinstance(cfg.prune, list):
+        raise SeqkdError(f"prune: a list of {{scheme, schedule}} entries, got {cfg.prune!r}")
+    for i, c in enumerate(cfg.prune):
+        if not isinstance(c, dict) or set(c) != {"scheme", "schedule"}:
+            raise SeqkdError(f"prune[{i}]: give exactly scheme and schedule, got {c!r}")
+        if c["scheme"] not in SCHEMES:
+            raise SeqkdError(f"prune[{i}].scheme {c['scheme']!r}: unknown; known: {', '.join(SCHEMES)}")
+        sched = c["schedule"]
+        if not isinstance(sched, list) or not sched or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x < 1 for x in sched):
+            raise SeqkdError(f"prune[{i}].schedule {sched!r}: a list of sparsities in [0, 1)")
+
+
+def reproduce(cfg: ReproduceConfig, out: str | Path, progress: bool = True, stop_after: str = "",
+              plan: bool = False, opts: GridOptions | None = None) -> dict:
+    """Run (or resume) the whole grid into `out`; returns results.json's content.
+
+    `stop_after`: end after this stage (e.g. "teacher") without a report, returning {}. A second `reproduce`
+    on the same folder while this one runs is refused (folder lock). `plan`: run and write nothing, take no
+    lock (a running grid can be asked), and return {"plan": [(stage, status, seconds so far), ...]}.
+    `opts`: the run archive, time limit and jobs; at the time limit it returns {"time_limit": {remaining,
+    seconds, unknown}}.
+    """
+    out, opts = Path(out), opts or GridOptions()
     check_config(cfg)
+    if plan:
+        return _reproduce(cfg, out, False, "", opts, plan=True)
+    with folder_lock(out, "seqkd reproduce"):
+        return _reproduce(cfg, out, progress, stop_after, opts)
 
+
+def grid_for(cfg: ReproduceConfig, train_src, train_tgt, val, test) -> list[graph.Stage]:
+    """The grid's stage declarations for `cfg` and this data (its content is its identity, never its path)."""
+    data_id = {"pairs": len(train_src), "sha": stable_hash([train_src, train_tgt, *val])}
+    test_id = {"beam": cfg.eval_beam, "n": len(test[0]), "test_sha": stable_hash(list(test)),
+               **({"latency": cfg.latency_sents} if cfg.latency_sents else {})}
+    return graph.build(cfg, GraphInput(data_id, test_id, runs_fp32_control(cfg)))
+
+
+def _reproduce(cfg: ReproduceConfig, out: Path, progress: bool, stop_after: str, opts: GridOptions,
+               plan: bool = False) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t0 = time.time()
-    if not plan:
-        write_json(out / "config.json", asdict(cfg))
     train_src, train_tgt = load_pairs(cfg.data, "train")
     val = load_pairs(cfg.data, "val")
     test_src, test_ref = load_pairs(cfg.data, "test")
     if cfg.eval_max_sents:
         test_src, test_ref = test_src[: cfg.eval_max_sents], test_ref[: cfg.eval_max_sents]
-    refs = TrainData(train_src, train_tgt, *val)
+    stages = grid_for(cfg, train_src, train_tgt, val, (test_src, test_ref))
     r = Runner(out, progress, stop_after, plan)
-    # the data's identity is its content (after cleaning), never the path it was read from
-    data_id = {"pairs": len(train_src), "sha": _h([train_src, train_tgt, *val])}
-    S = stages.Stages(cfg, r, refs, progress)
-
-    def run_stage(name, inputs, params, fn, train: TrainConfig | None = None) -> None:
-        r.stage(name, inputs, params, fn, train)
-        if r.stopped:
-            raise StopAfter(name)
-
+    S = Stages(cfg, r, TrainData(train_src, train_tgt, *val), progress, (test_src, test_ref))
+    g = Grid(stages, cfg, r, S, opts)
+    if plan:
+        return {"plan": g.plan()}
+    write_json(out / "config.json", asdict(cfg))
+    if cfg.fp32_control and not runs_fp32_control(cfg):
+        log.info("baseline-fp32 skipped: the students already train in float32 here (train.bf16=%s)",
+                 cfg.student_train.bf16)
     try:
-        run_stage("vocab", [], {"vocab": identity(cfg.vocab), **data_id}, S.vocab)
-        run_stage("teacher", ["vocab"], {"m": identity(cfg.teacher), "t": identity(cfg.teacher_train)}, S.teacher,
-                  cfg.teacher_train)
-        run_stage("data_seq_kd", ["teacher"], {"beam": cfg.seq_kd_beam}, S.seq_kd_data)
-        run_stage("data_seq_inter", ["teacher"], {"k": cfg.seq_inter_k, "f": cfg.seq_inter_fraction,
-                                                  "m": cfg.seq_inter_metric}, S.seq_inter_data)
-        temp = cfg.student_train.loss.temperature  # check_config: the fine-tuning uses the same
-        k = {"k": cfg.word_kd_topk, **({"T": temp} if temp != 1.0 else {})}  # T = 1: the identity of old runs
-        ft = {"t": identity(cfg.finetune_train)}
-        kd = {"a": cfg.word_kd_alpha, "k": cfg.word_kd_topk}  # only in the identity of stages that use Word-KD
-        sizes = [("", cfg.student)] + ([(cfg.small_suffix, cfg.student_small)] if cfg.student_small else [])
-        fp32_control = runs_fp32_control(cfg)
-        if cfg.fp32_control and not fp32_control:
-            log.info("baseline-fp32 skipped: the students already train in float32 here (train.bf16=%s)",
-                     cfg.student_train.bf16)
-
-        # The order puts each claim's first evidence early, since a many-hour grid can lose its folder before it
-        # ends: the fast students (S1), the main size's rows at seed 1 (Q1, Q2's best student), the pruning chains
-        # (Z1); then the teacher's fine-tuning, the other seeds (Q1's spread), the float32 control, the second
-        # size, and the choices and measurements that need every model. The order changes no stage's identity.
-        fast = []
-        for size in cfg.fast_sizes:
-            model = ModelConfig(size, dict(cfg.fast_overrides))
-            ftc = cfg.fast_train or cfg.student_train
-            st = {"m": identity(model), "t": identity(ftc), "seed": cfg.seeds[0]}
-            parent = f"fast_{cfg.fast_stack_from}_seq_kd"
-            if cfg.fast_stack_from and size != cfg.fast_stack_from:
-                run_stage(f"fast_{size}_seq_kd", ["vocab", "data_seq_kd", parent], {**st, "stack_from": parent},
-                          S.stacked_student(model, parent, "data_seq_kd", ftc), ftc)
-            else:
-                run_stage(f"fast_{size}_seq_kd", ["vocab", "data_seq_kd"], st,
-                          S.student(model, cfg.seeds[0], "data_seq_kd", train_cfg=ftc), ftc)
-            run_stage(f"fast_{size}", [f"fast_{size}_seq_kd", "data_seq_inter"], {"t": identity(cfg.finetune_train)},
-                      S.finetune(f"fast_{size}_seq_kd"), cfg.finetune_train)
-            fast.append(f"fast_{size}")
-        if fast:
-            run_stage("shortlist", ["vocab", "data_seq_kd"], {"per_piece": cfg.shortlist_per_piece,
-                                                             "frequent": cfg.shortlist_frequent}, S.shortlist)
-
-        def pair(suffix: str, model: ModelConfig, seeds: tuple[int, ...]) -> None:
-            """baseline and seq_kd of one student size, with each of `seeds` (the first seed's have no tag)."""
-            sd = {"m": identity(model), "t": identity(cfg.student_train)}
-            for seed in seeds:
-                tag = suffix + ("" if seed == cfg.seeds[0] else f"-seed{seed}")
-                run_stage(f"baseline{tag}", ["vocab"], {**sd, "seed": seed}, S.student(model, seed, "refs"),
-                          cfg.student_train)
-                run_stage(f"seq_kd{tag}", ["vocab", "data_seq_kd"], {**sd, "seed": seed},
-                          S.student(model, seed, "data_seq_kd"), cfg.student_train)
-
-        def kd_rows(suffix: str, model: ModelConfig) -> None:
-            """The rest of one size's Table 1 rows: Word-KD from scratch, then the four Seq-Inter fine-tunings."""
-            wk = {"m": identity(model), "t": identity(cfg.student_train), **kd, "seed": cfg.seeds[0]}
-            run_stage(f"word_kd{suffix}", ["vocab", "data_topk"], wk, S.student(model, cfg.seeds[0], "refs", True),
-                      cfg.student_train)
-            run_stage(f"seq_kd+word_kd{suffix}", ["vocab", "data_seq_kd", "data_topk_seq_kd"], wk,
-                      S.student(model, cfg.seeds[0], "data_seq_kd", True), cfg.student_train)
-            for base, word in (("baseline", False), ("word_kd", True), ("seq_kd", False), ("seq_kd", True)):
-                name = f"{base}+seq_inter" + ("+word_kd" if word and base == "seq_kd" else "") + suffix
-                deps = [base + suffix, "data_seq_inter"] + (["data_topk_seq_inter"] if word else [])
-                run_stage(name, deps, {**ft, **(kd if word else {})}, S.finetune(base + suffix, word),
-                          cfg.finetune_train)
-
-        pair("", cfg.student, cfg.seeds[:1])
-        run_stage("data_topk", ["teacher"], k, S.topk("refs"))
-        run_stage("data_topk_seq_kd", ["teacher", "data_seq_kd"], k, S.topk("data_seq_kd"))
-        run_stage("data_topk_seq_inter", ["teacher", "data_seq_inter"], k, S.topk("data_seq_inter"))
-        kd_rows("", cfg.student)
-        best = S.best_student(list(STUDENTS)) if r.done(list(STUDENTS)) else r.placeholder("(best student)")
-        if best not in r.unknown:
-            log.info("best student by validation BLEU: %s", best)
-        pruned = []
-        for chain in cfg.prune:
-            prev = best
-            for sp in chain["schedule"]:
-                name = stages.prune_name(sp, chain["scheme"])
-                run_stage(name, [prev, "data_seq_kd", "data_seq_inter"],
-                          {"sparsity": sp, "scheme": chain["scheme"], "from": prev, "t": identity(cfg.prune_train),
-                           "ft": identity(cfg.finetune_train)}, S.prune(prev, sp, chain["scheme"]))
-                pruned.append(name)
-                prev = name
-        run_stage("teacher+seq_inter", ["teacher", "data_seq_inter"], {"t": identity(cfg.finetune_train)},
-                  S.finetune("teacher"), cfg.finetune_train)
-        pair("", cfg.student, cfg.seeds[1:])
-        if fp32_control:
-            fp32 = replace(cfg.student_train, bf16="off")
-            run_stage("baseline-fp32", ["vocab"], {"m": identity(cfg.student), "seed": cfg.seeds[0],
-                                                   "t": identity(fp32)},
-                      S.student(cfg.student, cfg.seeds[0], "refs", bf16="off"), fp32)
-        for suffix, model in sizes[1:]:
-            pair(suffix, model, cfg.seeds[:1])
-            kd_rows(suffix, model)
-        students = [s + suffix for suffix, _ in sizes for s in STUDENTS]
-        if fast:
-            run_stage("fast", ["teacher", *fast, *students], {"max_drop": cfg.fast_max_drop, "beam": cfg.eval_beam,
-                                                              "repeats": cfg.speed_repeats,
-                                                              "n": cfg.eval_max_sents},
-                      S.fast_pick(fast + students))
-        pick = S.int8_pick(pruned, best) if r.done(["teacher", best, *pruned]) else r.placeholder("(int8 pick)")
-        run_stage("best_int8", [pick], {"from": pick}, S.export(pick))
-        seed_runs = [f"{s}-seed{x}" for s in ("baseline", "seq_kd") for x in cfg.seeds[1:]]
-        seed_runs += ["baseline-fp32"] if fp32_control else []
-        systems = ["teacher", "teacher+seq_inter", *students, *seed_runs, *fast, *(["fast"] if fast else []),
-                   *pruned, "best_int8"]
-        test_id = {"beam": cfg.eval_beam, "n": len(test_src), "test_sha": _h([test_src, test_ref]),
-                   **({"latency": cfg.latency_sents} if cfg.latency_sents else {})}
-        run_stage("eval", systems, test_id,
-                  S.evaluate(systems, test_src, test_ref))
-        run_stage("speed", ["eval", *(["shortlist"] if fast else [])],
-                  {"repeats": cfg.speed_repeats, "best": best, "fast": bool(fast),
-                   **({"tune": cfg.tune_max_bleu_drop} if cfg.tune_decoding else {})},
-                  S.speed(best, test_src, test_ref, with_fast=bool(fast)))
+        g.run()
     except StopAfter as e:
         log.info("stopped after stage %s (--stop-after)", e)
         return {}
-    if plan:
-        return {"plan": r.rows}
+    except TimeLimitReached as e:
+        return {"time_limit": {"remaining": e.remaining, "seconds": e.seconds, "unknown": e.unknown}}
     if stop_after:
         log.warning("--stop-after %s: no stage of that name in this grid; it ran to the end", stop_after)
     from seqkd.report import write_report
 
-    return write_report(out, cfg, r, systems, best, time.time() - t0, test_ref)
+    return write_report(out, cfg, r, stages, time.time() - t0, test_ref)

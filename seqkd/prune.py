@@ -211,12 +211,13 @@ def export_ct2(model_dir: str | Path, out: str | Path, quantization: str = "int8
 
     from seqkd import faults
     from seqkd.decode import ct2_dir
-    from seqkd.fsutil import finish_folder, write_json
+    from seqkd.fsutil import check_new_folder, finish_folder, write_json
     from seqkd.vocab import TOKENIZER_FILES
 
     model_dir, out = Path(model_dir), Path(out)
     if not model_dir.is_dir():
         raise SeqkdError(f"{model_dir}: model folder does not exist")
+    check_new_folder(out)  # a file in the way or a parent we cannot write: one line, before any work
     conv = ct2_dir(model_dir, None if quantization == "float32" else quantization, vmap)
     fp32 = ct2_dir(model_dir, None)
     tmp = out.with_name(f".{out.name}.tmp")

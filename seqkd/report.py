@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import platform
 from dataclasses import asdict
 from pathlib import Path
 
+from seqkd.corpus import read_lines
+from seqkd.evaluate import paired_significance
 from seqkd.fsutil import read_json, read_jsonl, write_json, write_text
+from seqkd.graph import Stage, eval_name, systems
+from seqkd.machine import machine_info
 
 PAPER_NOTE = ("Kim & Rush (2016), WMT14 En-De: teacher 4x1000 17.7 greedy / 19.5 beam; 2x500 baseline 14.7 / 17.6; "
               "Seq-KD 18.9 / 19.0; Seq-KD + Seq-Inter + Word-KD 18.8 / 19.2.")
@@ -15,49 +17,21 @@ PAPER_NOTE = ("Kim & Rush (2016), WMT14 En-De: teacher 4x1000 17.7 greedy / 19.5
 _FIX = "delete its stage folder and rerun `seqkd reproduce`"
 
 
-def machine_info(threads: int) -> dict:
-    import torch
-
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    versions = {}
-    for mod in ("torch", "transformers", "ctranslate2", "sacrebleu", "sentencepiece"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except Exception:  # pragma: no cover
-            versions[mod] = "?"
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads or torch.get_num_threads(), "gpu": gpu,
-            "python": platform.python_version(), "versions": versions}
-
-
 def _significance(out: Path, systems: list[str], refs: list[str], samples: int) -> dict:
-    """Paired bootstrap resampling (sacreBLEU) of each system's beam output against the baseline's."""
-    from sacrebleu.metrics import BLEU
-    from sacrebleu.significance import PairedTest
-
-    ev = out / "eval"
-    hyps = {s: (ev / f"{s}.beam.txt").read_text(encoding="utf-8").splitlines() for s in systems}
-    others = [s for s in systems if s != "baseline"]
-    named = [("baseline", hyps["baseline"])] + [(s, hyps[s]) for s in others]
-    _, scores = PairedTest(named, {"BLEU": BLEU()}, [refs], test_type="bs", n_samples=samples)()
-    res = {}
-    for i, s in enumerate(others):
-        # identical outputs: sacreBLEU's strict '>' on the centred statistic would give p = 1 / (samples + 1)
-        p = 1.0 if hyps[s] == hyps["baseline"] else scores["BLEU"][i + 1].p_value
-        res[s] = {"p_value": p, "significant": p < 0.05}
-    return res
+    """Paired bootstrap resampling (sacreBLEU) of each system's beam output against the baseline's
+    (`evaluate.paired_significance`: p = 1 for the same per-sentence BLEU statistics)."""
+    hyps = {s: read_lines(out / eval_name(s) / "beam.txt") for s in systems}  # lines end at \n only, as written
+    return paired_significance(hyps, refs, samples)
 
 
-def write_report(out: Path, cfg, runner, systems: list[str], best: str, wall: float, refs: list[str]) -> dict:
-    rows = [read_json(out / "eval" / f"{s}.json", fix=_FIX) for s in systems]
-    sig = _significance(out, systems, refs, cfg.bootstrap_samples)
+def write_report(out: Path, cfg, runner, graph: list[Stage], wall: float, refs: list[str]) -> dict:
+    """results.json, report.md and the plots, from the stage folders alone (each system's evaluation stage,
+    the choices, the speed stage): a grid restored from its archive reports without any model."""
+    rows = [{**read_json(out / eval_name(s.name) / "row.json", fix=_FIX), "group": s.group,
+             **({"scheme": s.scheme} if s.scheme else {}), "machine": runner.machines.get(eval_name(s.name), {})}
+            for s in systems(graph)]
+    best = read_json(out / "best" / "pick.json", ["model"], _FIX)["model"]
+    sig = _significance(out, [r["name"] for r in rows], refs, cfg.bootstrap_samples)
     for r in rows:
         r.update(sig.get(r["name"], {}))
     speed = read_json(out / "speed" / "speed.json", fix=_FIX)
@@ -65,12 +39,13 @@ def write_report(out: Path, cfg, runner, systems: list[str], best: str, wall: fl
         "preset": cfg.preset, "note": cfg.note, "src": cfg.data.src, "tgt": cfg.data.tgt,
         "test_set": f"{cfg.data.corpus}:{cfg.data.test_split}", "sacrebleu_signature": rows[0]["bleu_signature"],
         "wall_seconds": sum(runner.seconds.values()), "wall_seconds_this_invocation": wall,
-        "stage_seconds": runner.seconds, "stages_run_now": runner.ran, "best_student": best,
+        "stage_seconds": runner.seconds, "stage_machines": runner.machines, "stages_run_now": runner.ran,
+        "best_student": best,
         "machine": machine_info(cfg.threads), "config": asdict(cfg), "systems": rows,
         "seeds": seed_stats(rows, cfg.seeds), "speed": speed,
     }
-    if (out / "fast" / "source.json").exists():  # how `fast` was chosen (on validation)
-        pick = read_json(out / "fast" / "source.json", fix=_FIX)
+    if (out / "fast" / "pick.json").exists():  # how `fast` was chosen (on validation)
+        pick = read_json(out / "fast" / "pick.json", fix=_FIX)
         results["fast_pick"] = {k: pick[k] for k in ("model", "within_budget", "teacher_val_bleu_beam", "max_drop")}
     results["claims"] = claims(rows, best, speed, results["seeds"])
     write_json(out / "results.json", results)
@@ -98,9 +73,9 @@ def seed_stats(rows: list[dict], seeds, keys: tuple[str, ...] = ("bleu_greedy", 
     return out
 
 
-Z1_RATIO = 13  # the paper's pruning claim: 13x fewer parameters than the teacher (PAPER.md)
+Z1_RATIO = 13  # the pruning claim: 80% pruned, 13x fewer parameters than the teacher (Kim & Rush 2016, weight pruning)
 
-# The paper's figures (WMT14 En-De, Kim & Rush 2016) for each claim, as PAPER.md gives them.
+# The paper's figures for each claim (Kim & Rush 2016, WMT14 En-De).
 PAPER = {
     "Q1": "Seq-KD 2x500 greedy 18.9 vs baseline 14.7 greedy (+4.2) / 17.6 beam (+1.3)",
     "Q2": "Seq-KD 2x500 greedy 18.9 vs teacher beam 19.5 (-0.6)",
@@ -139,7 +114,7 @@ def claims(rows: list[dict], best_name: str, speed: dict, seeds: dict) -> dict:
     q1_b = mean("seq_kd", "bleu_greedy") - mean("baseline", "bleu_beam")
     q2 = best["bleu_greedy"] - teacher["bleu_beam"]
     s1 = speed["speedup_median"]
-    pruned = [r for r in rows if r["name"].startswith("pruned") or r["name"] == "best_int8"]
+    pruned = [r for r in rows if r["group"] in ("pruned", "int8")]
     for r in pruned:
         r["x_fewer_than_teacher"] = teacher["params_total"] / max(1, r["params_nonzero"])
         r["beam_vs_teacher"] = r["bleu_beam"] - teacher["bleu_beam"]
@@ -209,7 +184,7 @@ def _markdown(res: dict) -> str:
               "| system | params | non-zero | val BLEU greedy | BLEU greedy | BLEU beam | chrF greedy | PPL | "
               "p(t=y_hat) | sent/s greedy | sent/s beam | ms greedy p50 / p95 | ms beam p50 / p95 | MB | "
               "sig. vs baseline (p) |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    lines += [_fmt_row(r) for r in res["systems"] if not r["name"].startswith("pruned") and r["name"] != "best_int8"]
+    lines += [_fmt_row(r) for r in res["systems"] if r["group"] not in ("pruned", "int8")]
     if res["seeds"]:
         lines += ["", "Seeds (main student size), test BLEU mean ± sd:", "",
                   "| system | seeds | greedy | beam | values (greedy) |", "|---|---|---|---|---|"]
@@ -236,7 +211,7 @@ def _markdown(res: dict) -> str:
               "| system | params | non-zero | x fewer than teacher | val BLEU greedy | BLEU greedy | BLEU beam | "
               "beam vs teacher | sent/s greedy | MB |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["systems"]:
-        if r["name"].startswith("pruned") or r["name"] == "best_int8":
+        if r["group"] in ("pruned", "int8"):
             lines.append(f"| {r['name']} | {r['params_total'] / 1e6:.2f}M | {r['params_nonzero'] / 1e6:.3f}M | "
                          f"{r['x_fewer_than_teacher']:.1f} | {r.get('val_bleu_greedy', float('nan')):.2f} | "
                          f"{r['bleu_greedy']:.2f} | {r['bleu_beam']:.2f} | {r['beam_vs_teacher']:+.2f} | "
@@ -270,10 +245,19 @@ def _markdown(res: dict) -> str:
                              f"{x['sent_per_s_min']:.0f}-{x['sent_per_s_max']:.0f} | {ratio:.1f}x |")
     lines += ["", PAPER_NOTE, "",
               "Significance: sacreBLEU paired bootstrap resampling of beam outputs against the baseline, p < 0.05.",
-              "", "## Wall time per stage", "", "| stage | minutes |", "|---|---|"]
-    lines += [f"| {k} | {v / 60:.2f} |" for k, v in res["stage_seconds"].items()]
+              "", "## Wall time per stage", "", "| stage | minutes | machine |", "|---|---|---|"]
+    lines += [f"| {k} | {v / 60:.2f} | {_machine(res['stage_machines'].get(k, {}))} |"
+              for k, v in res["stage_seconds"].items()]
     lines += ["", "Plots: bleu_greedy_beam.png, speed_quality.png, pruning.png, learning_curves.png.", ""]
     return "\n".join(lines)
+
+
+def _machine(m: dict) -> str:
+    """A stage's machine in a few words: CPU (ISA), threads, GPU."""
+    if not m:
+        return "-"
+    isa = f" ({', '.join(m['isa'])})" if m.get("isa") else ""
+    return f"{m.get('cpu', '?')}{isa}, {m.get('threads', '?')} threads" + (f", {m['gpu']}" if m.get("gpu") else "")
 
 
 def _plots(out: Path, res: dict) -> None:
@@ -327,21 +311,15 @@ def _speed_plot(out: Path, rows: list[dict]) -> None:
                   out / "speed_quality.png", "Speed / quality", legend_cols=2)
 
 
-def _scheme(name: str) -> str:
-    """pruned_80 -> class-blind, pruned_80_class-distribution -> class-distribution."""
-    parts = name.split("_", 2)
-    return parts[2] if len(parts) > 2 else "class-blind"
-
-
 def _pruning_plot(plt, out: Path, rows: list[dict], best: str) -> None:
     """Beam BLEU against x fewer non-zeros than the teacher: one line per scheme's chain (starting
     at the unpruned parent), the 0% control as its own marker, the teacher and the paper's 13x."""
     teacher = next(r for r in rows if r["name"] == "teacher")
     parent = next(r for r in rows if r["name"] == best)
-    pruned = [r for r in rows if r["name"].startswith("pruned") and r["name"] != "pruned_0"]
+    pruned = [r for r in rows if r["group"] == "pruned" and r["name"] != "pruned_0"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for scheme, mk in (("class-blind", "o-"), ("class-distribution", "s-"), ("class-uniform", "^-")):
-        sel = [parent] + sorted((r for r in pruned if _scheme(r["name"]) == scheme), key=lambda r: -r["params_nonzero"])
+        sel = [parent] + sorted((r for r in pruned if r["scheme"] == scheme), key=lambda r: -r["params_nonzero"])
         if len(sel) > 1:
             ax.plot([teacher["params_total"] / r["params_nonzero"] for r in sel], [r["bleu_beam"] for r in sel], mk,
                     label=f"{scheme} (beam)")

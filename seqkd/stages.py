@@ -19,11 +19,6 @@ log = logging.getLogger(__name__)
 _FIX = "delete its stage folder and rerun"
 
 
-def prune_name(sparsity: float, scheme: str, default_scheme: str = "class-blind") -> str:
-    name = f"pruned_{round(sparsity * 100)}"
-    return name if scheme == default_scheme or sparsity == 0 else f"{name}_{scheme}"
-
-
 def val_bleu(run_dir: Path) -> float:
     """A trained stage's best validation BLEU (greedy), from its train_result.json."""
     return read_json(run_dir / "train_result.json", ["best_metric"], _FIX)["best_metric"]
@@ -41,11 +36,22 @@ def choose_fast(rows: dict[str, dict], teacher_val_beam: float, max_drop: float)
 class Stages:
     """Stage bodies: each takes its folder and fills it (resumably: the library functions resume)."""
 
-    def __init__(self, cfg, runner, refs: TrainData, progress: bool):
-        self.cfg, self.r, self.refs, self.progress = cfg, runner, refs, progress
+    def __init__(self, cfg, runner, refs: TrainData, progress: bool, test: tuple[list[str], list[str]] = ((), ())):
+        self.cfg, self.r, self.refs, self.progress, self.test = cfg, runner, refs, progress, test
 
     def _dir(self, name: str) -> Path:
         return self.r.out / name
+
+    def resolve(self, name: str) -> str:
+        """The stage whose model `name` stands for: a choice stage's pick (`pick.json`), an export's source
+        (`source.json`), else `name` itself."""
+        for f in ("pick.json", "source.json"):
+            if (self._dir(name) / f).exists():
+                return self.resolve(read_json(self._dir(name) / f, ["model"], _FIX)["model"])
+        return name
+
+    def _model(self, name: str) -> Path:
+        return self._dir(self.resolve(name))
 
     @property
     def vocab_obj(self):
@@ -185,10 +191,16 @@ class Stages:
 
         return run
 
-    def best_student(self, names: list[str]) -> str:
-        """The student with the best validation BLEU (greedy): never chosen on the test set."""
-        scores = {s: val_bleu(self._dir(s)) for s in names}
-        return max(scores, key=lambda s: (scores[s], s))
+    def best_student(self, names: list[str]):
+        """`best`: the student with the best validation BLEU (greedy), never chosen on the test set."""
+
+        def run(d: Path) -> None:
+            scores = {s: val_bleu(self._dir(s)) for s in names}
+            best = max(scores, key=lambda s: (scores[s], s))
+            write_json(d / "pick.json", {"model": best, "val_bleu_greedy": scores})
+            log.info("best student by validation BLEU: %s", best)
+
+        return run
 
     def prune(self, parent: str, sparsity: float, scheme: str):
         """One pruning round from stage `parent`: prune to `sparsity`, retrain on the Seq-KD data and
@@ -202,21 +214,25 @@ class Stages:
             if tc.threads == 0 and self.cfg.threads:
                 tc = replace(tc, threads=self.cfg.threads)
             ft = replace(self.cfg.finetune_train, threads=tc.threads)
-            prune_and_retrain(self._dir(parent), d, pc, tc, self._data("data_seq_kd"), progress=self.progress,
+            prune_and_retrain(self._model(parent), d, pc, tc, self._data("data_seq_kd"), progress=self.progress,
                               finetune=(ft, self._data("data_seq_inter")))
 
         return run
 
-    def int8_pick(self, pruned: list[str], best: str) -> str:
-        """The int8 model's source, chosen on validation BLEU: the best pruned model with at least
+    def int8_pick(self, pruned: list[str]):
+        """`int8_pick`: the int8 model's source, chosen on validation BLEU: the best pruned model with at least
         `int8_min_ratio` x fewer non-zeros than the teacher, else the best student."""
-        from seqkd.models import count_params, load_model
 
-        teacher = count_params(load_model(self._dir("teacher")))["total"]
-        ok = [p for p in pruned
-              if teacher / read_json(self._dir(p) / "prune_result.json", ["params_nonzero"], _FIX)["params_nonzero"]
-              >= self.cfg.int8_min_ratio]
-        return max(ok, key=lambda p: (val_bleu(self._dir(p)), p)) if ok else best
+        def run(d: Path) -> None:
+            from seqkd.models import count_params, load_model
+
+            teacher = count_params(load_model(self._dir("teacher")))["total"]
+            ok = [p for p in pruned if teacher / read_json(self._dir(p) / "prune_result.json", ["params_nonzero"],
+                                                           _FIX)["params_nonzero"] >= self.cfg.int8_min_ratio]
+            pick = max(ok, key=lambda p: (val_bleu(self._dir(p)), p)) if ok else self.resolve("best")
+            write_json(d / "pick.json", {"model": pick, "candidates": ok})
+
+        return run
 
     def fast_pick(self, candidates: list[str]):
         """`fast`: the fastest candidate whose validation greedy BLEU is within `fast_max_drop` of the
@@ -229,22 +245,23 @@ class Stages:
 
             n = self.cfg.eval_max_sents or len(self.refs.val_src)
             src, ref = self.refs.val_src[:n], self.refs.val_tgt[:n]
+            names = list(dict.fromkeys(self.resolve(c) for c in candidates))
             cfg = DecodeConfig(engine="ct2", threads=self.cfg.threads)
             teacher = Translator(self._dir("teacher"), cfg)
             t_beam = bleu([h[0].text for h in teacher.translate(src, beam=self.cfg.eval_beam)], ref).score
-            trs = {name: Translator(self._dir(name), cfg) for name in candidates}
+            trs = {name: Translator(self._dir(name), cfg) for name in names}
             for tr in trs.values():
                 tr.translate(src[:32], beam=1)
-            secs: dict[str, list[float]] = {name: [] for name in candidates}
+            secs: dict[str, list[float]] = {name: [] for name in names}
             for _ in range(max(1, self.cfg.speed_repeats)):  # interleaved: machine load hits every candidate alike
                 for name, tr in trs.items():
                     t = time.perf_counter()
                     tr.translate(src, beam=1)
                     secs[name].append(time.perf_counter() - t)
             rows = {name: {"val_bleu_greedy": val_bleu(self._dir(name)),
-                           "val_sent_per_s_greedy": len(src) / statistics.median(secs[name])} for name in candidates}
+                           "val_sent_per_s_greedy": len(src) / statistics.median(secs[name])} for name in names}
             pick, ok = choose_fast(rows, t_beam, self.cfg.fast_max_drop)
-            write_json(d / "source.json", {"model": pick, "within_budget": ok, "teacher_val_bleu_beam": t_beam,
+            write_json(d / "pick.json", {"model": pick, "within_budget": ok, "teacher_val_bleu_beam": t_beam,
                                            "max_drop": self.cfg.fast_max_drop, "candidates": rows})
             log.info("fast student: %s (%.1f val sent/s)", pick, rows[pick]["val_sent_per_s_greedy"])
 
@@ -261,17 +278,20 @@ class Stages:
         write_vmap(vmap, d / "vmap.txt")
 
     def export(self, source: str):
+        """The int8 CTranslate2 export of stage `source`'s model (a choice stage: its pick)."""
+
         def run(d: Path) -> None:
             from seqkd.prune import export_ct2
 
-            export_ct2(self._dir(source), d / "ct2-int8", "int8")
-            write_json(d / "source.json", {"model": source})
+            export_ct2(self._model(source), d / "ct2-int8", "int8")
+            write_json(d / "source.json", {"model": self.resolve(source)})
 
         return run
 
     # --- measurement ---------------------------------------------------------------------------
-    def evaluate(self, systems: list[str], src: list[str], ref: list[str]):
-        """Quality and speed of every system, one after the other in one process, same engine and threads."""
+    def evaluate(self, name: str):
+        """Quality and speed of system `name` on the test set (the same engine and threads for every
+        system): row.json, and its greedy and beam outputs."""
 
         def run(d: Path) -> None:
             from seqkd.bench import latency
@@ -279,36 +299,28 @@ class Stages:
             from seqkd.evaluate import evaluate
             from seqkd.models import count_params, load_model
 
-            for name in systems:
-                if (d / f"{name}.json").exists():
-                    continue
-                model_dir = self._dir(name)
-                cfg = DecodeConfig(engine="ct2", beam=self.cfg.eval_beam, threads=self.cfg.threads)
-                size, val_dir = None, model_dir
-                if name == "fast":
-                    model_dir = val_dir = self._dir(read_json(model_dir / "source.json", ["model"], _FIX)["model"])
-                if name == "best_int8":
-                    model_dir = self._dir(read_json(self._dir(name) / "source.json", ["model"], _FIX)["model"])
-                    cfg = replace(cfg, compute_type="int8")
-                    size = (self._dir(name) / "ct2-int8" / "model.bin").stat().st_size / 2**20
-                    val_dir = model_dir
-                tr = Translator(model_dir, cfg)  # one load: evaluated, then timed one sentence at a time
-                res, greedy, beam = evaluate(str(model_dir), src, ref, cfg, progress=self.progress, translator=tr)
-                params = count_params(load_model(model_dir))
-                row = {"name": name, **res.as_dict(), "params_total": params["total"],
-                       "params_nonzero": params["nonzero"], "val_bleu_greedy": val_bleu(val_dir),
-                       "sent_per_s_greedy": res.n / res.seconds_greedy, "sent_per_s_beam": res.n / res.seconds_beam,
-                       "engine": f"ct2-{cfg.compute_type}",
-                       "size_mb": size if size is not None
-                       else (model_dir / "model.safetensors").stat().st_size / 2**20}
-                if self.cfg.latency_sents:  # one sentence at a time, as an interactive user sees it
-                    for search, beam_size in (("greedy", 1), ("beam", self.cfg.eval_beam)):
-                        lat = latency(tr, src[: self.cfg.latency_sents], beam_size)
-                        row |= {f"p50_ms_{search}": lat["p50_ms"], f"p95_ms_{search}": lat["p95_ms"]}
-                write_lines(d / f"{name}.greedy.txt", greedy)
-                write_lines(d / f"{name}.beam.txt", beam)
-                write_json(d / f"{name}.json", row)
-                log.info("%s: BLEU greedy %.2f beam %.2f", name, res.bleu_greedy, res.bleu_beam)
+            src, ref = self.test
+            model_dir = self._model(name)
+            cfg = DecodeConfig(engine="ct2", beam=self.cfg.eval_beam, threads=self.cfg.threads)
+            int8 = self._dir(name) / "ct2-int8"
+            if int8.exists():
+                cfg = replace(cfg, compute_type="int8")
+            tr = Translator(model_dir, cfg)  # one load: evaluated, then timed one sentence at a time
+            res, greedy, beam = evaluate(str(model_dir), src, ref, cfg, progress=self.progress, translator=tr)
+            params = count_params(load_model(model_dir))
+            size = (int8 / "model.bin" if int8.exists() else model_dir / "model.safetensors").stat().st_size
+            row = {"name": name, **res.as_dict(), "params_total": params["total"],
+                   "params_nonzero": params["nonzero"], "val_bleu_greedy": val_bleu(model_dir),
+                   "sent_per_s_greedy": res.n / res.seconds_greedy, "sent_per_s_beam": res.n / res.seconds_beam,
+                   "engine": f"ct2-{cfg.compute_type}", "size_mb": size / 2**20}
+            if self.cfg.latency_sents:  # one sentence at a time, as an interactive user sees it
+                for search, beam_size in (("greedy", 1), ("beam", self.cfg.eval_beam)):
+                    lat = latency(tr, src[: self.cfg.latency_sents], beam_size)
+                    row |= {f"p50_ms_{search}": lat["p50_ms"], f"p95_ms_{search}": lat["p95_ms"]}
+            write_lines(d / "greedy.txt", greedy)
+            write_lines(d / "beam.txt", beam)
+            write_json(d / "row.json", row)
+            log.info("%s: BLEU greedy %.2f beam %.2f", name, res.bleu_greedy, res.bleu_beam)
 
         return run
 
@@ -319,11 +331,11 @@ class Stages:
 
         src, ref = self.refs.val_src, self.refs.val_tgt
         n = self.cfg.eval_max_sents or len(src)
-        return {k: sweep(str(self._dir(m)), beam, src[:n], ref[:n], self.cfg.threads, None,
+        return {k: sweep(str(self._model(m)), beam, src[:n], ref[:n], self.cfg.threads, None,
                          max(1, self.cfg.speed_repeats), self.cfg.tune_max_bleu_drop, ENGINE_FACTORS, cfgs[k])
                 for k, (m, beam, _) in runs.items()}
 
-    def speed(self, best: str, src: list[str], ref: list[str], with_fast: bool = False):
+    def speed(self, with_fast: bool = False):
         """S1, measured as the paper compares: teacher beam vs best student greedy (and the `fast`
         student's greedy, also with the shortlist), same engine and threads, interleaved repetitions,
         median and range; the BLEU of every measured output beside it."""
@@ -333,9 +345,11 @@ class Stages:
             from seqkd.decode_tune import ENGINE_FACTORS
             from seqkd.evaluate import bleu
 
+            src, ref = self.test
+            best = self.resolve("best")
             runs = {"teacher_beam": ("teacher", self.cfg.eval_beam, None), "student_greedy": (best, 1, None)}
             if with_fast:
-                fast = read_json(self._dir("fast") / "source.json", ["model"], _FIX)["model"]
+                fast = self.resolve("fast")
                 runs["fast_greedy"] = (fast, 1, None)
                 if (self._dir("shortlist") / "vmap.txt").exists():
                     runs["fast_greedy_vmap"] = (fast, 1, str(self._dir("shortlist") / "vmap.txt"))

@@ -162,14 +162,32 @@ def patience_step(best: float | None, bad: int, metric: float, patience: int) ->
     return improved, bad, bool(patience and bad >= patience)
 
 
+@contextlib.contextmanager
+def run_lock(run: str | Path, d: dist.Dist) -> Iterator[None]:
+    """Hold the training folder's lock (`fsutil.folder_lock`); under torchrun rank 0 takes it and a refusal is
+    raised on every rank."""
+    if d.world == 1:
+        with folder_lock(run, "training run"):
+            yield
+        return
+    lock = folder_lock(run, "training run")
+    _on_main(d, lock.__enter__)
+    try:
+        yield
+    finally:
+        if d.main:
+            lock.__exit__(None, None, None)
+
+
 def train(run_dir: str | Path, cfg: TrainConfig, model, vocab: Vocab, data: TrainData,
           teacher_fn: TeacherFn | None = None, after_step: Callable[[object], None] | None = None,
-          config_text: str = "", progress: bool = True) -> dict:
+          config_text: str = "", progress: bool = True, locked: bool = False) -> dict:
     """Train `model` into `run_dir`; returns the result dict also written to train_result.json.
 
     teacher_fn supplies Word-KD targets per batch (example indices, batch); after_step(model) runs
     after every optimizer step (pruning masks re-applied there). Under torchrun every rank calls
-    this with the same arguments; rank 0 writes the folder.
+    this with the same arguments; rank 0 writes the folder. `locked`: the caller already holds
+    `run_lock(run_dir, ...)` (e.g. since before it wrote the vocabulary there).
     """
     run = Path(run_dir)
     done = run / "train_result.json"
@@ -177,19 +195,15 @@ def train(run_dir: str | Path, cfg: TrainConfig, model, vocab: Vocab, data: Trai
         log.info("%s: already trained, skipping", run)
         return read_json(done, fix="delete it to retrain")
     d = dist.setup(cfg.device)
-    if d.world == 1:
-        with folder_lock(run, "training run"), ctrl_c_checkpoints() as ctrl_c:
-            result = _train(run, cfg, model, vocab, data, teacher_fn, after_step, config_text, progress, d, ctrl_c)
-        if ctrl_c["hit"]:  # pressed after the last step: the run is complete; stop what called it
-            raise KeyboardInterrupt
-        return result
-    lock = folder_lock(run, "training run")
-    _on_main(d, lock.__enter__)
-    try:  # under torchrun, Ctrl-C reaches every rank at its own step: the ranks resume from the last checkpoint
-        return _train(run, cfg, model, vocab, data, teacher_fn, after_step, config_text, progress, d, {"hit": False})
-    finally:
-        if d.main:
-            lock.__exit__(None, None, None)
+    args = (run, cfg, model, vocab, data, teacher_fn, after_step, config_text, progress, d)
+    with contextlib.nullcontext() if locked else run_lock(run, d):
+        if d.world > 1:  # under torchrun, Ctrl-C reaches every rank at its own step: they resume from a checkpoint
+            return _train(*args, {"hit": False})
+        with ctrl_c_checkpoints() as ctrl_c:
+            result = _train(*args, ctrl_c)
+    if ctrl_c["hit"]:  # pressed after the last step: the run is complete; stop what called it
+        raise KeyboardInterrupt
+    return result
 
 
 def _train(run: Path, cfg: TrainConfig, model, vocab: Vocab, data: TrainData, teacher_fn: TeacherFn | None,

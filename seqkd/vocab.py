@@ -17,7 +17,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from seqkd.fsutil import SeqkdError, atomic_open, finish_folder, write_json
+from seqkd.fsutil import SeqkdError, atomic_open, check_new_folder, finish_folder, write_json
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def train_vocab(src_lines: list[str], tgt_lines: list[str], cfg: VocabConfig, ou
     out_dir = Path(out_dir)
     if (out_dir / "vocab.json").exists():
         return Vocab(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    check_new_folder(out_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         sides = {"joint": src_lines + tgt_lines} if cfg.joint else {"source": src_lines, "target": tgt_lines}

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -91,3 +94,38 @@ def multimodal_teacher(tmp_path_factory):
     cfg = TrainConfig(max_tokens=512, lr=1e-3, warmup_steps=50, max_epochs=15, ckpt_every=10_000, val_bleu=False)
     train(root / "teacher", cfg, model, vocab, TrainData(src, tgt, vs, vt), progress=False)
     return root, root / "vocab", root / "teacher", src, tgt
+
+
+# --- the tiny grid, run once per session -------------------------------------------------------------------
+TIMING = {"sent_per_s_greedy", "sent_per_s_beam", "seconds_greedy", "seconds_beam", "p50_ms_greedy", "p95_ms_greedy",
+          "p50_ms_beam", "p95_ms_beam"}
+
+
+def reproduce_cmd(out: Path, data_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "seqkd", "reproduce", "--preset", "tiny", "--data-dir", str(data_dir),
+            "--out", str(out), "--quiet", "--threads", "2", *extra]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, multi30k_dir):
+    """The tiny grid, uninterrupted, with a run archive: (run folder, seconds); the archive is `archive_of(out)`."""
+    out = tmp_path_factory.mktemp("repro") / "tiny"
+    t = time.time()
+    subprocess.run(reproduce_cmd(out, multi30k_dir, "--archive", str(archive_of(out))), check=True, capture_output=True,
+                   timeout=1200)
+    return out, time.time() - t
+
+
+def archive_of(out: Path) -> Path:
+    return out.parent / "archive"
+
+
+def same_results(a: dict, b: dict) -> None:
+    """Two results.json equal in every non-timing field of every system, with the same systems."""
+    assert [s["name"] for s in a["systems"]] == [s["name"] for s in b["systems"]]
+    for sa, sb in zip(a["systems"], b["systems"]):
+        for k in sa:
+            if k not in TIMING and k != "machine":
+                assert sa[k] == sb[k], (sa["name"], k, sa[k], sb[k])
+    assert a["best_student"] == b["best_student"] and a["seeds"] == b["seeds"]
+    assert {k: v for k, v in a["claims"].items() if k != "S1"} == {k: v for k, v in b["claims"].items() if k != "S1"}

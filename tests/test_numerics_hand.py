@@ -234,7 +234,7 @@ def _corrupt(lines: list[str], frac: float, digits: int, seed: int) -> list[str]
 
 @pytest.fixture()
 def systems(tmp_path, monkeypatch):
-    """Beam outputs of hand-made systems in out/eval (the layout report._significance reads)."""
+    """Beam outputs of hand-made systems in out/eval_<system>/beam.txt (the layout report._significance reads)."""
     monkeypatch.delenv("SACREBLEU_SEED", raising=False)  # sacreBLEU's default seed, 12345
     refs = reverse_task(200, seed=21)[1]
     base = _corrupt(refs, 0.3, 1, seed=1)
@@ -242,9 +242,9 @@ def systems(tmp_path, monkeypatch):
             "close": [_corrupt([b], 1.0, 1, seed=i)[0] if i % 25 == 0 else b for i, b in enumerate(base)],
             "one_sentence": [_corrupt([b], 1.0, 1, seed=i)[0] if i == 7 else b for i, b in enumerate(base)],
             "same": list(base)}
-    (tmp_path / "eval").mkdir()
     for name, lines in hyps.items():
-        (tmp_path / "eval" / f"{name}.beam.txt").write_text("".join(ln + "\n" for ln in lines), encoding="utf-8")
+        (tmp_path / f"eval_{name}").mkdir()
+        (tmp_path / f"eval_{name}" / "beam.txt").write_text("".join(ln + "\n" for ln in lines), encoding="utf-8")
     return tmp_path, refs, hyps
 
 

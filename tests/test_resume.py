@@ -79,8 +79,9 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
 
 def _budget_stage(root: Path, tc, data, vocab, plan: bool = False):
     """Stage "s" of a Runner in `root`: a tiny model trained with `tc`; (runner, status it had)."""
+    from seqkd.graph import identity
     from seqkd.models import ModelConfig, build_model
-    from seqkd.pipeline import Runner, identity
+    from seqkd.runner import Runner
     from seqkd.train import train
 
     def fn(d):

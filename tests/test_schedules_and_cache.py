@@ -10,8 +10,9 @@ import pytest
 from seqkd.cli import load_preset
 from seqkd.data import DataConfig
 from seqkd.fsutil import SeqkdError
+from seqkd.graph import identity
 from seqkd.models import ModelConfig
-from seqkd.pipeline import Runner, identity
+from seqkd.runner import Runner
 from seqkd.train import TrainConfig, lr_at
 
 
@@ -142,7 +143,7 @@ def test_stage_reused_after_cosmetic_change_and_move_rerun_after_change_that_mat
 def test_stage_clock_sums_invocations_and_skips_stopped_time(tmp_path):
     import time
 
-    from seqkd.pipeline import StageClock
+    from seqkd.runner import StageClock
 
     path = tmp_path / "clock.json"
     with StageClock(path, every=0.05) as c:

@@ -1,0 +1,166 @@
+"""The run archive, `--time-limit` and `--jobs` on the tiny grid: finished work survives a change of machine."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import archive_of, reproduce_cmd, same_results
+
+from seqkd.archive import Archive
+
+
+def _results(out: Path) -> dict:
+    return json.loads((out / "results.json").read_text())
+
+
+def _copy_archive(tiny_run, dest: Path, drop: tuple[str, ...] = ()) -> Path:
+    """A copy of the tiny grid's archive without the entries of the stages `drop`."""
+    shutil.copytree(archive_of(tiny_run[0]), dest)
+    for name in drop:
+        for p in (dest / "stages").glob(f"{name}@*.json"):
+            p.unlink()
+    return dest
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_a_fresh_folder_restores_everything_bit_exact_and_runs_nothing(tiny_run, multi30k_dir, tmp_path):
+    out, _ = tiny_run
+    fresh = tmp_path / "fresh"
+    subprocess.run(reproduce_cmd(fresh, multi30k_dir, "--archive", str(archive_of(out))), check=True,
+                   capture_output=True, timeout=600)
+    b = _results(fresh)
+    assert b["stages_run_now"] == []
+    same_results(_results(out), b)
+    assert b["stage_seconds"] == _results(out)["stage_seconds"]  # the clocks travel with the archive
+    for f in ("teacher/model.safetensors", "data_seq_kd/train.tgt", "data_seq_inter/train.src", "vocab/source.spm",
+              f"{b['best_student']}/model.safetensors", "best_int8/ct2-int8/model.bin", "eval_seq_kd/beam.txt"):
+        assert _sha(fresh / f) == _sha(out / f), f
+
+
+def test_archive_keeps_weights_only_where_needed(tiny_run):
+    """At the end, weights are archived for the teacher, the best student, the fast pick and the int8 model only;
+    every stage keeps its records (metrics, curve, evaluation); top-k caches keep nothing heavy."""
+    out, _ = tiny_run
+    res = _results(out)
+    entries = {e["name"]: e for e in Archive(archive_of(out)).clocks()}
+    assert set(entries) == set(res["stage_seconds"])
+    with_weights = {n for n, e in entries.items() if "model.safetensors" in e["files"]}
+    picks = {json.loads((out / c / "pick.json").read_text())["model"] for c in ("best", "fast", "int8_pick")}
+    assert with_weights == {"teacher"} | picks
+    assert "ct2-int8/model.bin" in entries["best_int8"]["files"]
+    assert "metrics.jsonl" in entries["baseline"]["files"] and "train_result.json" in entries["baseline"]["files"]
+    assert not any(f.endswith(".safetensors") for f in entries["data_topk"]["files"])
+    assert {"train.src", "train.tgt"} <= set(entries["data_seq_kd"]["files"])
+    assert entries["teacher"]["machine"]["cpu"] and entries["teacher"]["seconds"] > 0
+
+
+def test_corrupt_or_truncated_entries_are_one_line_errors_and_restore_nothing(tiny_run, multi30k_dir, tmp_path,
+                                                                            capsys):
+    from seqkd.cli import main
+
+    arch = _copy_archive(tiny_run, tmp_path / "archive")
+    entry = json.loads(next((arch / "stages").glob("teacher@*.json")).read_text())
+    blob = Archive(arch).blob_path(entry["files"]["model.safetensors"]["sha256"], False)
+    blob.write_bytes(blob.read_bytes()[:1000])  # truncated weights
+    fresh = tmp_path / "fresh"
+    args = ["reproduce", "--preset", "tiny", "--data-dir", str(multi30k_dir), "--out", str(fresh), "--quiet",
+            "--archive", str(arch)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"seqkd: error: {blob}: corrupt or truncated archive file") and "\n" not in err, err
+    assert not (fresh / "teacher").exists() and (fresh / "vocab" / "stage.json").exists()
+    # a truncated entry record
+    e = next((arch / "stages").glob("vocab@*.json"))
+    e.write_text(e.read_text()[:40])
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"seqkd: error: {e}: not a readable JSON file" in err and "\n" not in err, err
+
+
+def test_an_entry_made_with_other_settings_is_not_used(tiny_run, multi30k_dir, tmp_path, capsys):
+    """Other settings are other stages: `--plan` restores what they leave unchanged and runs the rest."""
+    from seqkd.cli import main
+
+    arch = archive_of(tiny_run[0])
+    fresh = tmp_path / "fresh"
+    assert main(["reproduce", "--preset", "tiny", "--data-dir", str(multi30k_dir), "--out", str(fresh), "--plan",
+                 "--archive", str(arch), "--set", "student_train.lr=0.0042"]) == 0
+    rows = {ln.split()[0]: ln.split(None, 1)[1].strip() for ln in capsys.readouterr().out.splitlines()
+            if ln.startswith("  ")}
+    assert all(rows[s].startswith("archived") for s in ("vocab", "teacher", "data_seq_kd", "teacher+seq_inter"))
+    assert all(rows[s] == "to run" for s in ("baseline", "seq_kd", "best", "pruned_50", "eval_seq_kd")), rows
+    assert not fresh.exists()
+
+
+def test_time_limit_stops_at_a_boundary_and_the_rerun_completes(tiny_run, multi30k_dir, tmp_path):
+    """With the last stages missing from the archive and `speed` estimated at 100 minutes, a 1-minute limit runs
+    what fits, stops before `speed` (exit 0, a line naming what remains) and archives it; a rerun in another
+    fresh folder (another machine) restores it and finishes with the uninterrupted run's results."""
+    out, _ = tiny_run
+    arch = _copy_archive(tiny_run, tmp_path / "archive", drop=("best_int8", "eval_best_int8", "speed"))
+    first = tmp_path / "first"
+    p = subprocess.run(reproduce_cmd(first, multi30k_dir, "--archive", str(arch), "--time-limit", "1",
+                                     "--set", "estimates.speed=100"),
+                       check=True, capture_output=True, text=True, timeout=600)
+    assert "time limit: stopped at a stage boundary; 1 stages remain, about 1.7 h, next speed" in p.stdout, p.stdout
+    assert (first / "eval_best_int8" / "stage.json").exists() and not (first / "speed").exists()
+    assert not (first / "results.json").exists() and list((arch / "stages").glob("eval_best_int8@*.json"))
+    second = tmp_path / "second"
+    subprocess.run(reproduce_cmd(second, multi30k_dir, "--archive", str(arch)), check=True, capture_output=True,
+                   timeout=600)
+    b = _results(second)
+    assert b["stages_run_now"] == ["shortlist", "speed"]  # a shortlist is rebuilt where needed, never archived
+    same_results(_results(out), b)
+
+
+def test_two_jobs_give_the_results_of_one(tiny_run, multi30k_dir, tmp_path):
+    """Independent stages side by side (the int8 export, the evaluations, the speed measurement) in two worker
+    processes, one thread each: the same results as the uninterrupted one-job run. (The stages whose weights the
+    archive keeps: others would first retrain the models they evaluate.)"""
+    out, _ = tiny_run
+    best = _results(out)["best_student"]
+    drop = ("best_int8", "eval_best_int8", f"eval_{best}", "eval_teacher", "speed")
+    arch = _copy_archive(tiny_run, tmp_path / "archive", drop=drop)
+    fresh = tmp_path / "fresh"
+    subprocess.run(reproduce_cmd(fresh, multi30k_dir, "--archive", str(arch), "--jobs", "2"), check=True,
+                   capture_output=True, timeout=600)
+    b = _results(fresh)
+    assert sorted(b["stages_run_now"]) == sorted([*drop, "shortlist"])  # speed needs the shortlist: rebuilt
+    assert b["stage_machines"]["eval_teacher"]["threads"] == 1
+    same_results(_results(out), b)
+
+
+@pytest.mark.slow
+def test_a_run_split_at_every_stage_boundary_equals_an_uninterrupted_one(tiny_run, multi30k_dir, tmp_path):
+    """Each stage run in its own fresh run folder (a new machine each time), with only the archive carried over."""
+    from seqkd.cli import main
+
+    out, _ = tiny_run
+    names = list(_results(out)["stage_seconds"])
+    arch = tmp_path / "archive"
+    for i, name in enumerate(names):
+        part = tmp_path / f"part{i}"
+        assert main(["reproduce", "--preset", "tiny", "--data-dir", str(multi30k_dir), "--out", str(part), "--quiet",
+                     "--threads", "2", "--archive", str(arch), "--stop-after", name]) == 0, name
+    last = tmp_path / "last"
+    assert main(["reproduce", "--preset", "tiny", "--data-dir", str(multi30k_dir), "--out", str(last), "--quiet",
+                 "--threads", "2", "--archive", str(arch)]) == 0
+    b = _results(last)
+    assert b["stages_run_now"] == []
+    same_results(_results(out), b)
+
+
+@pytest.mark.slow
+def test_the_whole_grid_with_two_jobs_equals_one(tiny_run, multi30k_dir, tmp_path):
+    out, _ = tiny_run
+    two = tmp_path / "two"
+    subprocess.run(reproduce_cmd(two, multi30k_dir, "--jobs", "2"), check=True, capture_output=True, timeout=1800)
+    same_results(_results(out), _results(two))
