@@ -8,7 +8,10 @@ of a run folder that holds their inputs, and prints stages per hour: the median 
 The committed figure (docs/RESULTS.md, "Parallel stages") came from:
 
     SEQKD_DATA=../shared/data/multi30k python benchmarks/jobs.py --preset quick --threads 2 --repeats 3 \\
-        --out runs/jobs-bench --json docs/results/jobs-quick/jobs.json
+        --set student_train.max_steps=160 --out runs/jobs-bench --json docs/results/jobs-quick/jobs.json
+
+(`student_train.max_steps=160`: half the quick preset's student budget, so that three interleaved repetitions of
+both settings fit one session; the stages' inputs are the same.)
 
 The first call runs the inputs (vocabulary, teacher, Seq-KD data, top-k caches) into `--out`/base; later calls
 reuse them.
@@ -27,11 +30,12 @@ from pathlib import Path
 import torch
 
 from seqkd.cli import load_preset
+from seqkd.config import apply_overrides, from_dict, to_dict
 from seqkd.data import load_pairs
 from seqkd.fsutil import write_json
 from seqkd.grid import Grid, GridOptions
 from seqkd.machine import machine_info
-from seqkd.pipeline import grid_for
+from seqkd.pipeline import ReproduceConfig, grid_for
 from seqkd.runner import Runner
 from seqkd.stages import Stages
 from seqkd.train import TrainData
@@ -54,10 +58,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default="runs/jobs-bench")
     ap.add_argument("--json", help="write the measurement here")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="preset override")
     a = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(a.threads)
-    cfg = replace(load_preset(a.preset), threads=a.threads)
+    cfg = from_dict(ReproduceConfig, apply_overrides(to_dict(load_preset(a.preset)), a.set))
+    cfg = replace(cfg, threads=a.threads)
     inputs = {"vocab", "teacher", "data_seq_kd", "data_topk", "data_topk_seq_kd"}
     base = Path(a.out) / "base"
     t = time.time()
@@ -75,7 +81,8 @@ def main() -> None:
             rates[jobs].append(len(STUDENTS) / secs * 3600)
             print(f"rep {rep} jobs {jobs}: {secs:.0f} s, {rates[jobs][-1]:.2f} stages/h", flush=True)
             shutil.rmtree(run)
-    res = {"preset": a.preset, "threads": a.threads, "stages": list(STUDENTS), "machine": machine_info(a.threads),
+    res = {"preset": a.preset, "overrides": a.set, "threads": a.threads, "stages": list(STUDENTS),
+           "machine": machine_info(a.threads),
            **{f"jobs{j}": {"stages_per_hour": r, "median": statistics.median(r), "min": min(r), "max": max(r)}
               for j, r in rates.items()}}
     for j in (1, 2):

@@ -87,7 +87,7 @@ def load(run: Path, model, opt: torch.optim.Optimizer, rank: int, world: int, se
          device: torch.device) -> dict | None:
     """Restore model, optimizer and this rank's RNG from the latest checkpoint; its state dict, or None."""
     latest = run / "checkpoints" / "latest.json"
-    if not latest.exists():
+    if not latest.exists() or faults.resume_disabled():
         return None
     d = run / "checkpoints" / read_json(latest, ["dir"], "delete the checkpoints folder to restart")["dir"]
     try:

@@ -85,9 +85,10 @@ def cmd_reproduce(a) -> None:
     if a.threads:
         cfg.threads = a.threads
     out = a.out or f"runs/{cfg.preset}-{cfg.data.src}-{cfg.data.tgt}"
-    if a.jobs < 1 or a.time_limit < 0:
-        raise SeqkdError(f"--jobs must be >= 1 and --time-limit >= 0, got {a.jobs} and {a.time_limit}")
-    opts = GridOptions(a.archive, a.time_limit, a.jobs)
+    jobs = a.jobs if a.jobs is not None else cfg.jobs
+    if jobs < 1 or a.time_limit < 0:
+        raise SeqkdError(f"--jobs must be >= 1 and --time-limit >= 0, got {jobs} and {a.time_limit}")
+    opts = GridOptions(a.archive, a.time_limit, jobs)
     if a.plan:
         print_plan(out, reproduce(cfg, out, plan=True, opts=opts)["plan"])
         return
@@ -321,8 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "kept here, and a run (on any machine) restores what it holds and runs only what is missing")
     s.add_argument("--time-limit", type=float, default=0.0, metavar="MINUTES", help="start no stage that cannot "
                    "finish in the time left (by its estimate); stop at a stage boundary and exit 0 (0 = none)")
-    s.add_argument("--jobs", type=int, default=1, help="run up to N independent stages at once, each with "
-                   "threads / N threads")
+    s.add_argument("--jobs", type=int, help="run up to N independent stages at once, each with threads / N "
+                   "threads (default: the preset's `jobs`)")
     s.add_argument("--plan", action="store_true", help="run nothing: list each stage as done, archived, partial, "
                    "extends "
                    "(trains on from its last checkpoint: only patience / max_epochs were raised), changed (a run "

@@ -230,7 +230,12 @@ def _work(shard_dir: Path, shards: Sequence[Sequence[int]], order: list[int], pa
           cfg: DistillConfig, translator: Callable[[], Translator], progress: bool) -> int:
     """Translate every shard of `order` this worker can claim, passing again while a pass claimed one (a
     worker that died meanwhile left its shard free); returns the number translated."""
+    if faults.resume_disabled():
+        for k in order:
+            shard_path(shard_dir, k).unlink(missing_ok=True)
     todo = [k for k in order if not shard_path(shard_dir, k).exists()]
+    if len(todo) < len(order):
+        log.info("%d of %d shards already finished: not decoded again", len(order) - len(todo), len(order))
     tr, done, t0 = None, 0, time.time()
     with tqdm(total=sum(len(shards[k]) for k in todo), unit="sent", desc=f"{cfg.mode} (beam {cfg.beam})",
               disable=not progress, dynamic_ncols=True) as bar:
@@ -281,6 +286,7 @@ def distill_worker(teacher_dir: str | Path, pairs: Pairs, out_dir: str | Path, c
     if not worker.merge_only:
         done = _work(shard_dir, shards, order, pairs, cfg, lambda: _translator(teacher_dir, out, cfg, worker),
                      progress)
+        log.info("%s: %d shards decoded in this run", out, done)
     if not worker.merge_only and (left := unfinished(shard_dir, len(shards))):
         log.info("%s: %d of %d shards unfinished, held by other workers or in other array tasks' parts",
                  out, len(left), len(shards))

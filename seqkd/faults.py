@@ -12,6 +12,10 @@ row of a distillation shard written), merge_write (one shard merged into train.s
 topk_shard (a top-k cache shard written under its temp name), stage_done (a reproduce stage
 finished and marked), ct2_convert (a CTranslate2 conversion written, not yet renamed),
 export_copy (an export folder copied, not yet renamed).
+
+With `SEQKD_FAULT_NO_RESUME=1`, every resumable job starts over instead of resuming (training ignores its
+checkpoints, distillation decodes its finished shards again): the switch the resume tests are run under to
+show that they catch a rerun that does not resume (docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
@@ -32,3 +36,8 @@ def point(name: str) -> None:
     _seen += 1
     if _seen == int(_N or 1):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def resume_disabled() -> bool:
+    """Whether resuming is switched off (`SEQKD_FAULT_NO_RESUME=1`; tests only)."""
+    return os.environ.get("SEQKD_FAULT_NO_RESUME") == "1"

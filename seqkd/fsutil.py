@@ -100,6 +100,24 @@ def check_new_folder(path: str | os.PathLike) -> Path:
     return p
 
 
+def sync_replace(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Move a finished temp file written by another writer (safetensors, numpy) onto `path`: the usual
+    permissions, its bytes fsynced, the rename, then the folder's entry fsynced, so a crash never leaves a
+    renamed file whose bytes were still in the page cache."""
+    os.chmod(tmp, 0o666 & ~_UMASK)
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(Path(path).parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
 def finish_folder(folder: str | os.PathLike) -> None:
     """Before a temp folder is renamed into place: fsync every file directly in it, and give the files and
     the folder the usual permissions (mkdtemp and safetensors create them readable by their owner only)."""

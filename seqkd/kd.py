@@ -20,7 +20,7 @@ from tqdm import tqdm
 from seqkd import faults
 from seqkd.batching import collate, token_batches
 from seqkd.distill import weights_hash
-from seqkd.fsutil import SeqkdError, hash_lines, make_folder, read_json, write_json
+from seqkd.fsutil import SeqkdError, hash_lines, make_folder, read_json, sync_replace, write_json
 from seqkd.losses import _log_probs
 from seqkd.models import load_model, training_logits
 from seqkd.vocab import Vocab
@@ -104,7 +104,7 @@ def build_topk_cache(teacher_dir: str | Path, src: list[str], tgt: list[str], ou
         save_file({"probs": np.concatenate([per_ex[i][0] for i in local]),
                    "ids": np.concatenate([per_ex[i][1] for i in local]), "offsets": offsets}, str(tmp))
         faults.point("topk_shard")
-        tmp.replace(path)
+        sync_replace(tmp, path)
     bar.close()
     write_json(out / "manifest.json", ident)
     return out

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from seqkd.corpus import CleanStats, decode_line, keep_pair
-from seqkd.fsutil import SeqkdError, hash_lines
+from seqkd.fsutil import SeqkdError, hash_lines, sync_replace
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class FilePairs:
         try:
             save_file({"src": np.asarray(self._off[0], dtype=np.int64), "ref": np.asarray(self._off[1], dtype=np.int64),
                        "lineno": np.asarray(self._lineno, dtype=np.int64)}, str(tmp), metadata={"digest": self._digest})
-            os.replace(tmp, self._cache)
+            sync_replace(tmp, self._cache)
         except OSError:  # a cache only: a read-only or full output folder must not stop the work
             tmp.unlink(missing_ok=True)
 

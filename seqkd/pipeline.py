@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -91,6 +92,7 @@ class ReproduceConfig:
     tune_max_bleu_drop: float = 0.2  # a setting that changes the output (int8) may cost this much val BLEU
     bootstrap_samples: int = 1000
     threads: int = 0
+    jobs: int = 1  # stages run side by side (`--jobs`), each with threads / jobs threads; changes no result
     # `--time-limit` estimates where this machine has no clock of a stage yet: minutes per stage name or kind
     # (`graph.KEEP`'s kinds) on the machine described by `estimate_machine`, scaled by `estimate_gflops` over
     # this machine's measured speed (`estimate.machine_gflops`)
@@ -185,8 +187,14 @@ def reproduce(cfg: ReproduceConfig, out: str | Path, progress: bool = True, stop
     check_config(cfg)
     if plan:
         return _reproduce(cfg, out, False, "", opts, plan=True)
-    with folder_lock(out, "seqkd reproduce"):
-        return _reproduce(cfg, out, progress, stop_after, opts)
+    created = not out.exists()
+    try:
+        with folder_lock(out, "seqkd reproduce"):
+            return _reproduce(cfg, out, progress, stop_after, opts)
+    except BaseException:
+        if created and out.exists() and {p.name for p in out.iterdir()} <= {".lock"}:
+            shutil.rmtree(out)  # failed before any stage began (bad data, a bad --tgt): leave nothing behind
+        raise
 
 
 def grid_for(cfg: ReproduceConfig, train_src, train_tgt, val, test) -> list[graph.Stage]:

@@ -246,6 +246,7 @@ def _train(run: Path, cfg: TrainConfig, model, vocab: Vocab, data: TrainData, te
         if d.main:
             rows = [r for r in read_jsonl(run / "metrics.jsonl") if r.get("step", 0) <= state["step"]]
             write_json_lines(run / "metrics.jsonl", rows)
+    first_step = state["step"]
     if d.main:
         write_json(run / "train_config.json", asdict(cfg))  # the budget in force (pipeline.extends reads it)
     if d.world > 1:
@@ -396,6 +397,8 @@ def _train(run: Path, cfg: TrainConfig, model, vocab: Vocab, data: TrainData, te
     bar.close()
     if state["best"] is None:  # e.g. resumed at the very end: make sure a model exists
         validate()
+    log.info("%s: %d steps in this run (steps %d to %d)", run, state["step"] - first_step, first_step,
+             state["step"])
     result = {"steps": state["step"], "epochs": state["epoch"], "best_step": state["best_step"],
               "best_metric": state["best"], "metric": "val_bleu" if cfg.val_bleu else "-val_nll",
               "stopped": state["stopped"] or "max_epochs", "train_seconds": time.time() - t0,

@@ -75,7 +75,13 @@ def test_killed_distill_resumes_byte_identical(tmp_path, multimodal_teacher):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (killed / "train.tgt").exists()
-    subprocess.run(_distill_cmd(teacher, s, t, killed), check=True, env=env, capture_output=True, timeout=600)
+    finished = len(list((killed / "shards").glob("shard-*.jsonl")))
+    log = subprocess.run(_distill_cmd(teacher, s, t, killed), check=True, env=env, capture_output=True, text=True,
+                         timeout=600).stderr
+    total = len(list((full / "shards").glob("shard-*.jsonl")))
+    # the rerun went on: the shards finished before the kill were not decoded again
+    assert finished >= 2 and f"{finished} of {total} shards already finished: not decoded again" in log, log[-2000:]
+    assert f"{total - finished} shards decoded in this run" in log, log[-2000:]
     assert (full / "train.tgt").read_bytes() == (killed / "train.tgt").read_bytes()
     assert (full / "train.src").read_bytes() == (killed / "train.src").read_bytes()
     assert len((killed / "train.tgt").read_text().splitlines()) == 600

@@ -25,6 +25,7 @@ from conftest import write_lines
 from faultlib import assert_no_partial_files, env, last_line, latest_step, run, run_killed, run_ok, visible_files
 from safetensors.torch import load_file
 from test_resume import _cmd as _train_cmd
+from test_resume import assert_resumed
 
 # --- shared references ---------------------------------------------------------------------------
 
@@ -82,12 +83,15 @@ def test_train_killed_at_each_point_then_ctrl_c(tmp_path, train_ref):
     out = tmp_path / "run"
     cmd = train_cmd(data, out)
     steps = []
-    for fault in TRAIN_FAULTS:
-        run_killed(cmd, fault)
+    for i, fault in enumerate(TRAIN_FAULTS):
+        before = latest_step(out) if i else 0
+        p = run_killed(cmd, fault)
+        if i:  # each rerun goes on from the checkpoint the previous kill left (a kill may land before latest.json)
+            assert f"resuming from step {before} " in p.stderr, (fault, before, p.stderr[-2000:])
         assert not (out / "train_result.json").exists()
         assert_no_partial_files(out)
         steps.append(latest_step(out))
-    assert steps == sorted(steps) and steps[-1] > 0, steps  # each rerun resumed and went on
+    assert steps == sorted(steps) and steps[-1] > 0, steps
 
     # Ctrl-C: the step finishes, a checkpoint is saved at it, exit 130 with one line
     before = latest_step(out)
@@ -104,8 +108,10 @@ def test_train_killed_at_each_point_then_ctrl_c(tmp_path, train_ref):
     assert not (out / "train_result.json").exists()
     assert_no_partial_files(out)
 
-    run_ok(cmd)
+    before = latest_step(out)
+    p = run_ok(cmd)
     assert_same_training(ref, out)
+    assert_resumed(p.stderr, before, json.loads((out / "train_result.json").read_text())["steps"])
     assert not list((out / "checkpoints").glob(".step-*")), "a killed checkpoint's temp folder was left behind"
 
 
@@ -130,6 +136,10 @@ DISTILL_CHAINS = {
     "seq_kd": (["--beam", "3"], ["shard_row:150", "merge_write:4", "atomic_write:2"]),
     "seq_inter": (["--mode", "seq_inter", "--beam", "4"], ["shard_row:70", "shard_row:200", "merge_write:9"]),
 }
+# Where each kill lands (60 pairs a shard, 10 shards): the finished shards it leaves, and the merged files under
+# their final names (the merge renames train.tgt, then train.src: `atomic_write:2` is the second rename).
+LANDED = {"shard_row:150": (2, set()), "merge_write:4": (10, set()), "atomic_write:2": (10, {"train.tgt"}),
+          "shard_row:70": (1, set()), "shard_row:200": (4, set()), "merge_write:9": (10, set())}
 
 
 @pytest.mark.parametrize("mode", [pytest.param("seq_kd"), pytest.param("seq_inter", marks=pytest.mark.slow)])
@@ -139,11 +149,19 @@ def test_distill_killed_at_each_point(tmp_path, distill_data, mode):
     flags, faults = DISTILL_CHAINS[mode]
     full, out = tmp_path / "full", tmp_path / "killed"
     run_ok(distill_cmd(teacher, s, t, full, *flags))
+    finished = 0
     for fault in faults:
-        run_killed(distill_cmd(teacher, s, t, out, *flags), fault)
+        p = run_killed(distill_cmd(teacher, s, t, out, *flags), fault)
+        if finished:  # the shards finished before this run were not decoded again
+            assert f"{finished} of 10 shards already finished: not decoded again" in p.stderr, p.stderr[-2000:]
         assert not (out / "manifest.json").exists()
         assert_no_partial_files(out)
-    run_ok(distill_cmd(teacher, s, t, out, *flags))
+        finished = len(visible_files(out / "shards"))
+        merged = {n for n in ("train.src", "train.tgt") if (out / n).exists()}
+        assert (finished, merged) == LANDED[fault], (fault, finished, merged)
+    p = run_ok(distill_cmd(teacher, s, t, out, *flags))
+    assert "10 of 10 shards already finished: not decoded again" in p.stderr and "0 shards decoded in this run" in \
+        p.stderr, p.stderr[-2000:]
     for name in ("train.src", "train.tgt", "manifest.json"):
         assert (full / name).read_bytes() == (out / name).read_bytes(), name
     shards = sorted(p.name for p in visible_files(out / "shards"))

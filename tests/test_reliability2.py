@@ -203,3 +203,34 @@ def test_train_holds_the_lock_while_writing_the_vocabulary(tmp_path, capsys, mon
     assert seen == [True]
     with folder_lock(out, "training run"):  # released at the end
         pass
+
+
+@pytest.mark.parametrize("prune, named", [
+    ("[{scheme: ../x, schedule: [0.5]}]", "prune[0].scheme '../x': unknown"),
+    ("[{scheme: class-blind/../../x, schedule: [0.5]}]", "prune[0].scheme"),
+    ("[{scheme: class-blind}]", "prune[0]: give exactly scheme and schedule"),
+    ("[{scheme: class-blind, schedule: [0.5, x]}]", "prune[0].schedule"),
+    ("[{scheme: class-blind, schedule: [1.5]}]", "prune[0].schedule"),
+    ("x", "config prune: expected a list"),
+])
+def test_config_names_are_checked_before_any_work(tmp_path, capsys, prune, named):
+    """A prune entry becomes part of a stage folder's name (a folder removed when settings change): every name
+    and scheme is checked before anything is read or written: one line, exit 2, no run folder."""
+    out = tmp_path / "run"
+    fail(capsys, ["reproduce", "--preset", "tiny", "--data-dir", tmp_path / "no-data", "--out", out,
+                  "--set", f"prune={prune}"], named, absent=(out,))
+
+
+def test_fast_size_and_suffix_names_are_checked_before_any_work(tmp_path, capsys):
+    out = tmp_path / "run"
+    fail(capsys, ["reproduce", "--preset", "tiny", "--data-dir", tmp_path / "no-data", "--out", out,
+                  "--set", "fast_sizes=[../x]"], "../x", absent=(out,))
+    fail(capsys, ["reproduce", "--preset", "tiny", "--data-dir", tmp_path / "no-data", "--out", out,
+                  "--set", "small_suffix=-../x"], "small_suffix", absent=(out,))
+
+
+def test_a_bad_language_leaves_no_run_folder(tmp_path, capsys, multi30k_dir):
+    """`reproduce` checks the data before it writes anything: a language Multi30k lacks leaves nothing behind."""
+    out = tmp_path / "run"
+    fail(capsys, ["reproduce", "--preset", "tiny", "--data-dir", multi30k_dir, "--src", "de", "--tgt", "xx",
+                  "--out", out], absent=(out,))

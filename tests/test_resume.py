@@ -35,8 +35,17 @@ def _cmd(tmp: Path, out: Path) -> list[str]:
     return cmd
 
 
-def _run(cmd, env):
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
+def _run(cmd, env) -> str:
+    """Run `cmd`; its stderr (the log)."""
+    return subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          timeout=600).stderr
+
+
+def assert_resumed(log: str, step: int, total: int) -> None:
+    """The rerun whose log is `log` went on from checkpoint step `step` (> 0) instead of starting over: it says so,
+    and it ran only the steps after it."""
+    assert step > 0 and f"resuming from step {step} " in log, (step, log[-2000:])
+    assert f"{total - step} steps in this run (steps {step} to {total})" in log, (step, total, log[-2000:])
 
 
 def test_kill_and_resume_equals_uninterrupted(tmp_path):
@@ -55,7 +64,8 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (killed / "train_result.json").exists()
-    _run(_cmd(tmp_path, killed), env)
+    step = json.loads(latest.read_text())["step"]  # where the rerun must go on from
+    log = _run(_cmd(tmp_path, killed), env)
 
     a, b = load_file(str(full / "model.safetensors")), load_file(str(killed / "model.safetensors"))
     assert a.keys() == b.keys()
@@ -65,6 +75,7 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
     rb = json.loads((killed / "train_result.json").read_text())
     assert (ra["steps"], ra["best_step"], ra["target_tokens"]) == (rb["steps"], rb["best_step"], rb["target_tokens"])
     assert abs(ra["best_metric"] - rb["best_metric"]) < 1e-6
+    assert_resumed(log, step, rb["steps"])
 
     # metrics: nothing lost or duplicated
     def rows(run):
