@@ -24,17 +24,18 @@ def test_ct2_and_hf_greedy_identical(tiny_reverse):
         assert abs(a[0].score - b[0].score) < 1e-2  # fp32 kernels differ slightly between engines
 
 
-def test_beam_one_equals_greedy_and_nbest_sorted(tiny_reverse):
+def test_nbest_is_sorted_distinct_and_led_by_the_one_best(tiny_reverse):
+    """An n-best list: n hypotheses, distinct, sorted by score, and its first is what the same beam returns alone.
+    (Beam 1 = greedy is `test_numerics.py::test_beam_one_is_greedy`, against an argmax loop.)"""
     model_dir, src, _, _ = tiny_reverse
     for engine in ("ct2", "hf"):
         tr = Translator(model_dir, DecodeConfig(engine=engine))
-        greedy = tr.translate(src[:50], beam=1)
-        beam1 = tr.translate(src[:50], beam=1, nbest=1)
-        assert [h[0].text for h in greedy] == [h[0].text for h in beam1]
+        one = tr.translate(src[:20], beam=4, nbest=1)
         nbest = tr.translate(src[:20], beam=4, nbest=4)
-        for hs in nbest:
-            assert len(hs) == 4
+        for hs, best in zip(nbest, one):
+            assert len(hs) == 4 and len({h.text for h in hs}) == 4
             assert [h.score for h in hs] == sorted([h.score for h in hs], reverse=True)
+            assert hs[0].text == best[0].text
 
 
 def test_empty_lines_stay_aligned(tiny_reverse):
