@@ -5,8 +5,9 @@ Layout (plain files, readable without seqkd):
     DIR/stages/<stage>@<identity>.json   one entry per finished stage, written last (atomically): its kind,
                                          clock, machine, and every file it keeps: {path: {sha256, size, gz}}
     DIR/blobs/<sha256[:2]>/<sha256>[.gz] the files, stored once by content (a tokenizer shared by 40 models
-                                         is one blob); text is gzip-compressed (mtime 0: the same bytes
-                                         every time), weights are safetensors as written
+                                         is one blob); text, and any file gzip shrinks by a tenth or more
+                                         (pruned weights), is gzip-compressed (mtime 0: the same bytes every
+                                         time); other weights are safetensors as written
 
 An entry with another identity is another stage (other settings) and is never used. Restoring checks
 every file's sha256: a truncated or corrupt blob is a one-line error naming it, and nothing of that
@@ -27,8 +28,11 @@ from seqkd.fsutil import SeqkdError, atomic_open, read_json, write_json
 
 log = logging.getLogger(__name__)
 
-SKIP_DIRS = ("checkpoints", "ct2", "shards", "stacked_init")  # resumable working state, remade on demand
-SKIP_FILES = ("stage.json", "stage_hash.txt", "clock.json")  # the run folder's own markers, rewritten on restore
+# Working state and caches, remade on demand: never archived. A model folder's CTranslate2 conversions (`ct2`,
+# `ct2-int8`, made by decoding) are caches, except in an export stage, whose product they are; a pruning round's
+# masks and its model before fine-tuning (`retrain/`) serve only to resume that round.
+SKIP_DIRS = ("checkpoints", "shards", "stacked_init", "retrain")
+SKIP_FILES = ("stage.json", "stage_hash.txt", "clock.json", "masks.safetensors")  # (stage.json: rewritten on restore)
 RECORD_SUFFIXES = (".json", ".jsonl", ".yaml", ".txt")  # small records (a stage's payload is everything else)
 TEXT_SUFFIXES = (".jsonl", ".txt", ".src", ".tgt", ".vocab")  # stored gzip-compressed
 PAYLOAD_RECORDS = ("train.src", "train.tgt", "vmap.txt")  # text files that are payload, not records
@@ -40,10 +44,11 @@ def is_payload(rel: str) -> bool:
     return name in PAYLOAD_RECORDS or not name.endswith(RECORD_SUFFIXES)
 
 
-def _skipped(rel: Path) -> bool:
+def _skipped(rel: Path, kind: str) -> bool:
     parts = rel.parts
-    return (any(p in SKIP_DIRS or p.startswith("round-") for p in parts[:-1]) or parts[-1] in SKIP_FILES
-            or parts[-1].endswith((".lock", ".tmp")) or parts[-1].startswith("."))
+    dirs = parts[:-1]
+    return (any(p in SKIP_DIRS or p.startswith("round-") or (p.startswith("ct2") and kind != "export") for p in dirs)
+            or parts[-1] in SKIP_FILES or parts[-1].endswith((".lock", ".tmp")) or parts[-1].startswith("."))
 
 
 def _sha(data: bytes) -> str:
@@ -78,19 +83,24 @@ class Archive:
         files = {}
         for f in sorted(folder.rglob("*")):
             rel = f.relative_to(folder)
-            if not f.is_file() or _skipped(rel) or (is_payload(rel.as_posix()) and not payload):
+            if not f.is_file() or _skipped(rel, kind) or (is_payload(rel.as_posix()) and not payload):
                 continue
             files[rel.as_posix()] = self._put(f)
         write_json(self.entry_path(name, h), {"name": name, "hash": h, "kind": kind, "seconds": seconds,
                                               "machine": machine, "payload": payload, "files": files})
 
     def _put(self, f: Path) -> dict:
+        """Store file `f` as a blob (once: content-addressed); gzip-compressed where that saves a tenth or more
+        (text; pruned weights, mostly zeros; not dense float32 weights)."""
         data = f.read_bytes()
-        sha, gz = _sha(data), f.name.endswith(TEXT_SUFFIXES)
-        dest = self.blob_path(sha, gz)
-        if not dest.exists():  # content-addressed: a blob, once written, is never rewritten
-            with atomic_open(dest, "wb", encoding=None) as out:
-                out.write(gzip.compress(data, mtime=0) if gz else data)
+        sha = _sha(data)
+        for gz in (True, False):
+            if self.blob_path(sha, gz).exists():  # a blob, once written, is never rewritten
+                return {"sha256": sha, "size": len(data), "gz": gz}
+        packed = gzip.compress(data, compresslevel=6, mtime=0)
+        gz = f.name.endswith(TEXT_SUFFIXES) or len(packed) <= 0.9 * len(data)
+        with atomic_open(self.blob_path(sha, gz), "wb", encoding=None) as out:
+            out.write(packed if gz else data)
         return {"sha256": sha, "size": len(data), "gz": gz}
 
     def drop_payload(self, name: str, h: str) -> None:

@@ -152,7 +152,7 @@ def build(cfg, gi: GraphInput) -> list[Stage]:
     g.append(Stage("int8_pick", "choice", ("teacher", "best", *pruned), {"min_ratio": cfg.int8_min_ratio},
                    ("int8_pick", (pruned,)), reads=("teacher",)))
     g.append(Stage("best_int8", "export", ("int8_pick",), {}, ("export", ("int8_pick",)), group="int8"))
-    g += _eval_stages(g, gi)
+    g = _with_evaluations(g, gi)
     g.append(Stage("speed", "speed", ("teacher", "best", *(["fast", "shortlist"] if fast else [])),
                    {"repeats": cfg.speed_repeats, "fast": bool(fast), **gi.test_id,
                     **({"tune": cfg.tune_max_bleu_drop} if cfg.tune_decoding else {})},
@@ -251,10 +251,15 @@ def _prune_stages(cfg, g: list[Stage]) -> list[str]:
     return pruned
 
 
-def _eval_stages(g: list[Stage], gi: GraphInput) -> list[Stage]:
-    """One evaluation stage per system (test BLEU greedy / beam, chrF, PPL, p(t = y_hat), speed, latency)."""
-    return [Stage(eval_name(s.name), "eval", (s.name,), gi.test_id, ("evaluate", (s.name,)))
-            for s in g if s.system]
+def _with_evaluations(g: list[Stage], gi: GraphInput) -> list[Stage]:
+    """`g` with each system's evaluation stage (test BLEU greedy / beam, chrF, PPL, p(t = y_hat), speed, latency)
+    right after the system: its weights are then needed no longer than that, and leave the archive early."""
+    out = []
+    for s in g:
+        out.append(s)
+        if s.system:
+            out.append(Stage(eval_name(s.name), "eval", (s.name,), gi.test_id, ("evaluate", (s.name,))))
+    return out
 
 
 def stage_hashes(graph: list[Stage]) -> dict[str, str]:

@@ -10,10 +10,12 @@ After each stage, archived weights that no stage still to run needs, and that no
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import multiprocessing
 import os
+import signal
 import statistics
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -207,7 +209,7 @@ class Grid:
         running: dict[Future, Stage] = {}
         stop: TimeLimitReached | None = None
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_die_with_parent) as pool:
             while len(self.finished) < len(self.graph):
                 for s in self.graph:
                     if s.name in self.finished or s in running.values() or stop:
@@ -241,6 +243,15 @@ class Grid:
                     self.r.ran.append(s.name)
                     self._archive(s)
                     self._finished(s, todo)
+
+
+def _die_with_parent() -> None:
+    """A worker is killed with the grid's process (Linux: PR_SET_PDEATHSIG), so a `kill -9` of the grid leaves no
+    stage running on beside its rerun."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: workers end when their stage does
+        pass
 
 
 def _work(cfg, out: Path, s: Stage, hashes: dict, threads: int, refs, test, progress: bool) -> tuple[float, dict]:

@@ -77,6 +77,27 @@ TRAIN_FAULTS = [
 ]
 
 
+def test_train_killed_in_a_checkpoint_write_and_its_rename_resumes(tmp_path, train_ref):
+    """The two checkpoint fault points (the default suite's share of the chain below, which is slow): killed
+    with a checkpoint's weights written and its optimizer state not, then with a checkpoint renamed into place
+    and latest.json not yet moved; each rerun goes on from the step latest.json names, and the last ends where
+    the uninterrupted run ends."""
+    data, ref = train_ref
+    out = tmp_path / "run"
+    cmd = train_cmd(data, out)
+    run_killed(cmd, "checkpoint_write:2")
+    assert_no_partial_files(out)
+    before = latest_step(out)
+    p = run_killed(cmd, "checkpoint_rename:1")
+    assert f"resuming from step {before} " in p.stderr, (before, p.stderr[-2000:])
+    assert_no_partial_files(out)
+    assert not (out / "train_result.json").exists()
+    before = latest_step(out)
+    p = run_ok(cmd)
+    assert_same_training(ref, out)
+    assert_resumed(p.stderr, before, json.loads((out / "train_result.json").read_text())["steps"])
+
+
 @pytest.mark.slow
 def test_train_killed_at_each_point_then_ctrl_c(tmp_path, train_ref):
     data, ref = train_ref

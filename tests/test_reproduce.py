@@ -100,8 +100,10 @@ def test_plan_says_what_a_rerun_keeps_and_discards_and_touches_nothing(tiny_run,
     # rows (Q1, Q2), the pruning chains (Z1), then the teacher's fine-tuning, the other seeds and the second size
     order = [list(plan).index(s) for s in ("data_seq_inter", "fast_student-4-1", "seq_kd", "seq_kd+seq_inter+word_kd",
                                           "pruned_90", "teacher+seq_inter", "seq_kd-seed2", "baseline-small",
-                                          "eval_teacher")]
+                                          "speed")]
     assert order == sorted(order), list(plan)
+    names = list(plan)  # each system is evaluated right after it is made (its weights can then leave the archive)
+    assert all(names[names.index(n) + 1] == f"eval_{n}" for n in SYSTEMS), names
     # a change that matters to the students: the vocabulary, teacher and distilled data stay, the students change
     plan = _plan(capsys, moved, link, "--set", "student_train.lr=0.0042")
     assert all(plan[s] == "done" for s in ("vocab", "teacher", "data_seq_kd", "data_seq_inter", "teacher+seq_inter"))
