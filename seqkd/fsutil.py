@@ -100,22 +100,23 @@ def check_new_folder(path: str | os.PathLike) -> Path:
     return p
 
 
+def _fsync(path: str | os.PathLike) -> None:
+    """Flush a file's bytes (or a folder's entries) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def sync_replace(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
     """Move a finished temp file written by another writer (safetensors, numpy) onto `path`: the usual
     permissions, its bytes fsynced, the rename, then the folder's entry fsynced, so a crash never leaves a
     renamed file whose bytes were still in the page cache."""
     os.chmod(tmp, 0o666 & ~_UMASK)
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync(tmp)
     os.replace(tmp, path)
-    dfd = os.open(Path(path).parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    _fsync(Path(path).parent)
 
 
 def finish_folder(folder: str | os.PathLike) -> None:
@@ -125,11 +126,7 @@ def finish_folder(folder: str | os.PathLike) -> None:
     for p in folder.iterdir():
         if p.is_file():
             os.chmod(p, 0o666 & ~_UMASK)
-            fd = os.open(p, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _fsync(p)
     os.chmod(folder, 0o777 & ~_UMASK)
 
 
