@@ -160,8 +160,14 @@ def test_a_run_split_at_every_stage_boundary_equals_an_uninterrupted_one(tiny_ru
 
 
 @pytest.mark.slow
-def test_the_whole_grid_with_two_jobs_equals_one(tiny_run, multi30k_dir, tmp_path):
-    out, _ = tiny_run
-    two = tmp_path / "two"
-    subprocess.run(reproduce_cmd(two, multi30k_dir, "--jobs", "2"), check=True, capture_output=True, timeout=1800)
-    same_results(_results(out), _results(two))
+def test_the_whole_grid_with_two_jobs_equals_one(multi30k_dir, tmp_path):
+    """The whole tiny grid two stages at a time, one thread each, equals it one stage at a time on one thread:
+    every non-timing field. (Against one stage at a time on two threads it differs in the last digits of PPL and,
+    through training, in a few outputs: float sums in another order. A result depends on the threads a stage
+    gets, not on how many stages run beside it.)"""
+    one, two = tmp_path / "one", tmp_path / "two"
+    for out, jobs in ((one, "1"), (two, "2")):
+        cmd = reproduce_cmd(out, multi30k_dir, "--jobs", jobs)
+        cmd[cmd.index("--threads") + 1] = jobs  # 1 thread a stage in both
+        subprocess.run(cmd, check=True, capture_output=True, timeout=1800)
+    same_results(_results(one), _results(two))
