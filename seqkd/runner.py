@@ -130,9 +130,6 @@ class Runner:
             return EXTENDS, seconds
         return (PARTIAL if same else CHANGED), seconds
 
-    def hash_of(self, inputs: list[str], params) -> str:
-        return _h({"params": params, "inputs": [self.hashes[i] for i in inputs]})
-
     def finish(self, name: str, h: str, seconds: float, machine: dict) -> None:
         """Mark stage `name` done under identity `h` (its folder complete): `stage.json`, written last."""
         write_json(self.out / name / "stage.json", {"hash": h, "seconds": seconds, "machine": machine})
