@@ -13,6 +13,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import asdict, replace
+from pathlib import Path
 
 from seqkd.decode import DecodeConfig, Translator
 from seqkd.evaluate import bleu
@@ -60,7 +61,7 @@ def sweep(model: str, beam: int, src: list[str], refs: list[str], threads: int, 
             trials.append({"setting": f"{field}={v}", **cand, "incumbent": best})
             if cand["min"] > best["max"] and cand["bleu"] >= base_bleu - max_drop:
                 best_cfg, best = cand_cfg, cand
-    return {"model": model, "beam": beam, "threads": threads, "sentences": len(src),
+    return {"model": Path(model).name, "beam": beam, "threads": threads, "sentences": len(src),
             "best": {k: v for k, v in asdict(best_cfg).items() if k in {f for f, _ in FACTORS}},
             "best_result": best, "default_bleu": base_bleu, "trials": trials}
 

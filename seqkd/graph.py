@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
+from dataclasses import MISSING, dataclass, fields, is_dataclass, replace
 
 from seqkd.models import ModelConfig
 from seqkd.train import TrainConfig
@@ -120,7 +120,6 @@ class GraphInput:
     data_id: dict
     test_id: dict
     fp32_control: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 def build(cfg, gi: GraphInput) -> list[Stage]:

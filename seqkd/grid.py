@@ -62,6 +62,7 @@ class Grid:
         self.archive = Archive(opts.archive) if opts.archive else None
         self.deadline = time.time() + 60 * opts.time_limit_min if opts.time_limit_min else None
         self.finished: set[str] = set()
+        self._picks: dict[str, str] = {}  # decided choices (a pick never changes within a run)
 
     # --- where each stage's work is --------------------------------------------------------------
     def local_done(self, name: str) -> bool:
@@ -72,12 +73,13 @@ class Grid:
         return self.archive.entry(name, self.h[name]) if self.archive else None
 
     def pick(self, name: str) -> str | None:
-        """The stage a finished choice stage chose, else None."""
-        if self.local_done(name):
-            return read_json(self.r.out / name / "pick.json", ["model"])["model"]
-        if self.entry(name):
-            return json.loads(self.archive.read(name, self.h[name], "pick.json"))["model"]
-        return None
+        """The stage a finished choice stage chose, else None (read once: `needs` asks after every stage)."""
+        if name not in self._picks:
+            if self.local_done(name):
+                self._picks[name] = read_json(self.r.out / name / "pick.json", ["model"])["model"]
+            elif self.entry(name):
+                self._picks[name] = json.loads(self.archive.read(name, self.h[name], "pick.json"))["model"]
+        return self._picks.get(name)
 
     def needs(self, name: str) -> set[str]:
         """The stages whose payload stage `name` reads (`Stage.reads`), and for one that stands for another's

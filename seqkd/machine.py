@@ -60,3 +60,12 @@ def machine_gflops(seconds: float = 1.0) -> float:
             a @ a
         rates.append(8 * 2 * 512**3 / (time.perf_counter() - t) / 1e9)
     return sorted(rates)[len(rates) // 2]
+
+
+if __name__ == "__main__":  # `python -m seqkd.machine [THREADS]`: what time estimates scale by
+    import sys
+
+    n = int(sys.argv[1]) if sys.argv[1:] else 0
+    if n:
+        torch.set_num_threads(n)
+    print({**machine_info(n), "gflops_fp32_matmul": round(machine_gflops(3.0), 1)})

@@ -331,12 +331,9 @@ class Stages:
 
         src, ref = self.refs.val_src, self.refs.val_tgt
         n = self.cfg.eval_max_sents or len(src)
-        out = {k: sweep(str(self._model(m)), beam, src[:n], ref[:n], self.cfg.threads, None,
-                        max(1, self.cfg.speed_repeats), self.cfg.tune_max_bleu_drop, ENGINE_FACTORS, cfgs[k])
-               for k, (m, beam, _) in runs.items()}
-        for k, (m, _, _) in runs.items():  # the stage, not this machine's path: results travel with the archive
-            out[k]["model"] = self.resolve(m)
-        return out
+        return {k: sweep(str(self._model(m)), beam, src[:n], ref[:n], self.cfg.threads, None,
+                         max(1, self.cfg.speed_repeats), self.cfg.tune_max_bleu_drop, ENGINE_FACTORS, cfgs[k])
+                for k, (m, beam, _) in runs.items()}
 
     def speed(self, with_fast: bool = False):
         """S1, measured as the paper compares: teacher beam vs best student greedy (and the `fast`
