@@ -123,27 +123,26 @@ class GraphInput:
 
 
 def build(cfg, gi: GraphInput) -> list[Stage]:
-    """Every stage of the grid for preset `cfg` (a `pipeline.ReproduceConfig`), in the order they run."""
+    """Every stage of the grid for preset `cfg` (a `pipeline.ReproduceConfig`), in the order they run: the
+    stages that carry the claims first (a grid runs in pieces): the teacher and its data, the main size's
+    rows and seeds (Q1, Q2), the fast students (S1) and the pruning chains (Z1), then the second size."""
     g: list[Stage] = []
     g += _data_stages(cfg, gi)
-    fast = _fast_stages(cfg, g)
+    g.append(Stage("teacher+seq_inter", "train", ("teacher", "data_seq_inter"), {"t": identity(cfg.finetune_train)},
+                   ("finetune", ("teacher",)), cfg.finetune_train, group="teacher"))
     sizes = [("", cfg.student)] + ([(cfg.small_suffix, cfg.student_small)] if cfg.student_small else [])
     g += _pair(cfg, "", cfg.student, cfg.seeds[:1])
     g += _topk_stages(cfg)
     g += _kd_rows(cfg, "", cfg.student)
     g.append(Stage("best", "choice", tuple(STUDENTS), {}, ("best_student", (list(STUDENTS),)), reads=()))
-    pruned = _prune_stages(cfg, g)
-    g.append(Stage("teacher+seq_inter", "train", ("teacher", "data_seq_inter"), {"t": identity(cfg.finetune_train)},
-                   ("finetune", ("teacher",)), cfg.finetune_train, group="teacher"))
     g += _pair(cfg, "", cfg.student, cfg.seeds[1:])
     if gi.fp32_control:
         fp32 = replace(cfg.student_train, bf16="off")
         g.append(Stage("baseline-fp32", "train", ("vocab",),
                        {"m": identity(cfg.student), "seed": cfg.seeds[0], "t": identity(fp32)},
                        ("student", (cfg.student, cfg.seeds[0], "refs", False, "off")), fp32, group="seed"))
-    for suffix, model in sizes[1:]:
-        g += _pair(cfg, suffix, model, cfg.seeds[:1])
-        g += _kd_rows(cfg, suffix, model)
+    fast = _fast_stages(cfg, g)
+    pruned = _prune_stages(cfg, g)
     if fast:
         g.append(Stage("fast", "choice", ("teacher", *fast, "best"),
                        {"max_drop": cfg.fast_max_drop, "beam": cfg.eval_beam, "repeats": cfg.speed_repeats,
@@ -151,6 +150,9 @@ def build(cfg, gi: GraphInput) -> list[Stage]:
     g.append(Stage("int8_pick", "choice", ("teacher", "best", *pruned), {"min_ratio": cfg.int8_min_ratio},
                    ("int8_pick", (pruned,)), reads=("teacher",)))
     g.append(Stage("best_int8", "export", ("int8_pick",), {}, ("export", ("int8_pick",)), group="int8"))
+    for suffix, model in sizes[1:]:
+        g += _pair(cfg, suffix, model, cfg.seeds[:1])
+        g += _kd_rows(cfg, suffix, model)
     g = _with_evaluations(g, gi)
     g.append(Stage("speed", "speed", ("teacher", "best", *(["fast", "shortlist"] if fast else [])),
                    {"repeats": cfg.speed_repeats, "fast": bool(fast), **gi.test_id,

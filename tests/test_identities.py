@@ -14,7 +14,7 @@ from seqkd.cli import load_preset
 from seqkd.graph import GraphInput, build, stage_hashes
 
 PINNED = Path(__file__).parent / "data" / "stage_identities.json"
-PRESETS = ("tiny", "quick", "multi30k", "multi30k-gpu")
+PRESETS = ("tiny", "quick", "multi30k", "multi30k-large", "multi30k-gpu")
 
 
 def current() -> dict[str, dict[str, str]]:
