@@ -10,7 +10,7 @@
 # names it, else the first finished of seq_kd+seq_inter and seq_kd (the fast students' own recipe at 2+2).
 set -euo pipefail
 RUN=${1:-runs/multi30k-de-en}
-OUT=${2:-docs/results/multi30k-de-en}
+OUT=${2:-docs/results/multi30k-large-de-en}
 shift $(( $# < 2 ? $# : 2 ))
 if [ -n "${BEST:-}" ]; then best=$BEST
 elif [ -f "$RUN/results.json" ]; then

@@ -3,7 +3,7 @@
 # (which holds the models and has been lost with its machine). Safe to repeat: every copy overwrites.
 #
 #   bash benchmarks/grid_snapshot.sh RUN_DIR DEST PREFIX
-#   bash benchmarks/grid_snapshot.sh runs/multi30k-de-en docs/results/multi30k-de-en run3
+#   bash benchmarks/grid_snapshot.sh runs/multi30k-de-en docs/results/multi30k-large-de-en run3
 #
 # Copies, each as DEST/PREFIX-<name>:
 #   - every stage's metrics.jsonl, train_result.json and train_config.json (training stages; a running stage's curve

@@ -77,7 +77,11 @@ class Stage:
     - `group`: where the translation system it produces sits in the report (one of `GROUPS`; empty: it
       produces none); each system gets an evaluation stage; `scheme`: a pruned system's scheme;
     - `reads`: the inputs whose payload it reads, where it needs only the others' records (a choice made on
-      validation BLEU); None: all of them.
+      validation BLEU); None: all of them;
+    - `solo`: it runs alone with all the grid's threads, also under `--jobs N` (the teacher and its data, which
+      every later stage waits for); every other stage gets threads / jobs under `--jobs N`. Which a stage gets is
+      fixed by its declaration, never by what else happens to be running, so its result does not depend on the
+      schedule.
     """
 
     name: str
@@ -89,6 +93,7 @@ class Stage:
     group: str = ""
     scheme: str = ""
     reads: tuple[str, ...] | None = None  # the inputs whose payload (weights, data) it reads; None: all of them
+    solo: bool = False
 
     @property
     def system(self) -> bool:
@@ -165,10 +170,11 @@ def _data_stages(cfg, gi: GraphInput) -> list[Stage]:
     return [
         Stage("vocab", "vocab", (), {"vocab": identity(cfg.vocab), **gi.data_id}, ("vocab", ())),
         Stage("teacher", "train", ("vocab",), {"m": identity(cfg.teacher), "t": identity(cfg.teacher_train)},
-              ("teacher", ()), cfg.teacher_train, group="teacher"),
-        Stage("data_seq_kd", "distill", ("teacher",), {"beam": cfg.seq_kd_beam}, ("seq_kd_data", ())),
-        Stage("data_seq_inter", "distill", ("teacher",), {"k": cfg.seq_inter_k, "f": cfg.seq_inter_fraction,
-                                                          "m": cfg.seq_inter_metric}, ("seq_inter_data", ())),
+              ("teacher", ()), cfg.teacher_train, group="teacher", solo=True),
+        Stage("data_seq_kd", "distill", ("teacher",), {"beam": cfg.seq_kd_beam}, ("seq_kd_data", ()), solo=True),
+        Stage("data_seq_inter", "distill", ("teacher",),
+              {"k": cfg.seq_inter_k, "f": cfg.seq_inter_fraction, "m": cfg.seq_inter_metric},
+              ("seq_inter_data", ()), solo=True),
     ]
 
 

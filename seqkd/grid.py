@@ -205,32 +205,17 @@ class Grid:
             raise self._stop()
 
     def _run_parallel(self, todo: set[str]) -> None:
-        """Up to `jobs` stages at once, each in its own process with threads / jobs threads."""
+        """Up to `jobs` stages at once, each in its own process with threads / jobs threads; a `solo` stage
+        waits for the running ones to end, then runs alone with all the threads."""
         jobs = self.opts.jobs
-        threads = max(1, (self.cfg.threads or os.cpu_count() or 1) // jobs)
+        every = self.cfg.threads or os.cpu_count() or 1
         running: dict[Future, Stage] = {}
         stop: TimeLimitReached | None = None
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_die_with_parent) as pool:
             while len(self.finished) < len(self.graph):
-                for s in self.graph:
-                    if s.name in self.finished or s in running.values() or stop:
-                        continue
-                    if not self.finished.issuperset(s.inputs):
-                        continue
-                    if self._reuse_or_restore(s, todo):
-                        self._finished(s, todo)
-                        continue
-                    if len(running) >= jobs:
-                        continue
-                    try:
-                        self._check_time(s)
-                    except TimeLimitReached as e:
-                        stop = e
-                        continue
-                    log.info("stage %s: running (%d threads)", s.name, threads)
-                    running[pool.submit(_work, self.cfg, self.r.out, s, self.h, threads, self.S.refs, self.S.test,
-                                        self.r.progress)] = s
+                if not stop:
+                    stop = self._submit(pool, running, todo, jobs, every)
                 if not running:
                     if stop:
                         raise self._stop()
@@ -245,6 +230,30 @@ class Grid:
                     self.r.ran.append(s.name)
                     self._archive(s)
                     self._finished(s, todo)
+
+    def _submit(self, pool, running: dict, todo: set[str], jobs: int, every: int) -> TimeLimitReached | None:
+        """Start the stages that can start now, in the graph's order; the time limit's stop, if it was reached."""
+        for s in self.graph:
+            if any(r.solo for r in running.values()):
+                return None
+            if s.name in self.finished or s in running.values() or not self.finished.issuperset(s.inputs):
+                continue
+            if self._reuse_or_restore(s, todo):
+                self._finished(s, todo)
+                continue
+            if s.solo and running:
+                return None  # nothing after it in the graph's order starts before it
+            if len(running) >= jobs:
+                continue
+            try:
+                self._check_time(s)
+            except TimeLimitReached as e:
+                return e
+            threads = every if s.solo else max(1, every // jobs)
+            log.info("stage %s: running (%d threads)", s.name, threads)
+            running[pool.submit(_work, self.cfg, self.r.out, s, self.h, threads, self.S.refs, self.S.test,
+                                self.r.progress)] = s
+        return None
 
 
 def _die_with_parent() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -13,7 +14,7 @@ from safetensors import SafetensorError
 from transformers import MarianConfig, MarianMTModel
 
 from seqkd import faults
-from seqkd.fsutil import SeqkdError, finish_folder, read_json
+from seqkd.fsutil import SeqkdError, finish_folder, read_json, sha256_file
 
 try:
     from huggingface_hub.errors import StrictDataclassError
@@ -136,6 +137,25 @@ def check_model_folder(model_dir: Path) -> None:
                              "never loaded (convert them to safetensors)")
         raise SeqkdError(f"{model_dir / 'model.safetensors'}: weights not found (only safetensors are loaded)")
     read_model_config(model_dir)
+    check_saved_whole(model_dir)
+
+
+# `save_model` writes this last: the sha256 of every file of the save. A kill between the renames of a save
+# leaves files of two saves under their final names; the files then disagree with this record.
+SAVED = "saved.json"
+
+
+def check_saved_whole(model_dir: Path) -> None:
+    """SeqkdError if the files of `model_dir` are not those of one complete `save_model` (a save interrupted
+    between its renames). A folder without the record (Hugging Face's, an older seqkd's) is not checked."""
+    record = model_dir / SAVED
+    if not record.exists():
+        return
+    files = read_json(record)
+    for name, sha in files.items():
+        if not (model_dir / name).is_file() or sha256_file(model_dir / name) != sha:
+            raise SeqkdError(f"{model_dir / name}: not the file {SAVED} records (a save of this model was "
+                             "interrupted); rerun the command that made it")
 
 
 def load_model(model_dir: str | Path) -> MarianMTModel:
@@ -170,8 +190,9 @@ def _freeze_positions(model: MarianMTModel) -> None:
 def save_model(model: MarianMTModel, model_dir: str | Path, extra_files: dict[str, str] | None = None) -> None:
     """Write config.json + model.safetensors (+ extra text files) atomically into `model_dir`.
 
-    The files are written into a temporary folder first, then each is renamed into place; a folder
-    holding tokenizer files keeps them.
+    The files are written into a temporary folder first, then each is renamed into place, `saved.json`
+    (their sha256) last: a kill between two renames leaves a folder that `check_model_folder` refuses with
+    one line. A folder holding tokenizer files keeps them.
     """
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -180,8 +201,9 @@ def save_model(model: MarianMTModel, model_dir: str | Path, extra_files: dict[st
         model.save_pretrained(str(tmp), safe_serialization=True)
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
+        (tmp / SAVED).write_text(json.dumps({f.name: sha256_file(f) for f in sorted(tmp.iterdir())}, indent=1))
         finish_folder(tmp)
-        for f in sorted(tmp.iterdir()):
+        for f in sorted(tmp.iterdir(), key=lambda f: (f.name == SAVED, f.name)):
             f.replace(model_dir / f.name)
             faults.point("model_save")
     finally:

@@ -234,3 +234,32 @@ def test_a_bad_language_leaves_no_run_folder(tmp_path, capsys, multi30k_dir):
     out = tmp_path / "run"
     fail(capsys, ["reproduce", "--preset", "tiny", "--data-dir", multi30k_dir, "--src", "de", "--tgt", "xx",
                   "--out", out], absent=(out,))
+
+
+# --- 3 a save killed between its renames (faults point `model_save`) is refused with one line ------------------------
+SAVE_TWO = """
+import sys
+from seqkd.models import ModelConfig, build_model, save_model
+out = sys.argv[1]
+save_model(build_model(ModelConfig("tiny"), 40, 39, 2, seed=1), out)  # a complete save
+save_model(build_model(ModelConfig("tiny", {"d_model": 32}), 40, 39, 2, seed=2), out)  # killed half-renamed
+"""
+
+
+def test_a_save_killed_between_its_renames_is_refused_with_one_line(tmp_path):
+    """Killed after config.json of the second save is renamed into place and before its weights: the folder holds
+    the new config.json and the old weights under their final names. Loading it is one SeqkdError naming the file
+    (without `saved.json`, the record written last, it would load the wrong weights or fail deep in torch)."""
+    import subprocess
+
+    from seqkd.models import check_model_folder, load_model
+
+    out = tmp_path / "model"
+    p = subprocess.run([sys.executable, "-c", SAVE_TWO, str(out)], env={**os.environ, "SEQKD_FAULT": "model_save:5"},
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == -9, p.stderr[-2000:]  # the first save passes the point 4 times (3 files + the record)
+    assert '"d_model": 32' in (out / "config.json").read_text()  # the second save's config, the first's weights
+    with pytest.raises(SeqkdError, match=r"model/config\.json: not the file saved\.json records"):
+        check_model_folder(out)
+    with pytest.raises(SeqkdError, match="interrupted"):
+        load_model(out)
