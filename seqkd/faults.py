@@ -7,7 +7,8 @@ always is outside the tests, `point` returns at once.
 
 Points: atomic_write (a temp file written, not yet renamed), checkpoint_write (a checkpoint's
 weights written, its optimizer state not), checkpoint_rename (a checkpoint renamed into place,
-latest.json not yet updated), model_save (the best model's files half renamed), shard_row (one
+latest.json not yet updated), model_save (a model's files half renamed;
+saved.json, renamed last, then disagrees with them), shard_row (one
 row of a distillation shard written), merge_write (one shard merged into train.src/train.tgt),
 topk_shard (a top-k cache shard written under its temp name), stage_done (a reproduce stage
 finished and marked), ct2_convert (a CTranslate2 conversion written, not yet renamed),

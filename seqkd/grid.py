@@ -37,6 +37,26 @@ USER_MODELS = ("teacher", "best_int8")  # kept in the archive for good, beside t
 USER_PICKS = ("best", "fast", "int8_pick")
 
 
+def weight_chain(graph: list[Stage], s: Stage, finished: set[str]) -> list[Stage]:
+    """The unfinished stages that read the weights stage `s` makes, and the weights those make, in turn (a
+    student's evaluation and Seq-Inter fine-tuning, a pruning round's next round). Under a time limit `s` starts
+    only if its chain fits too: a chapter that ended between a student and its fine-tuning would leave weights
+    in the archive that only a stage still to run reads. The chain ends at a choice and at a model kept for
+    users (the teacher), whose weights the archive keeps anyway."""
+    out: list[Stage] = []
+    stack = [s]
+    while stack:
+        p = stack.pop()
+        if KEEP[p.kind] != "model" or p.name in USER_MODELS:
+            continue
+        for c in graph:
+            reads = c.inputs if c.reads is None else c.reads
+            if p.name in reads and c.name not in finished and c is not s and c not in out:
+                out.append(c)
+                stack.append(c)
+    return out
+
+
 class TimeLimitReached(Exception):
     """Raised when the next stage to run would not finish inside the time limit; `remaining`: the stages not
     finished, `seconds`: their estimated total (stages with no estimate count as 0), `unknown`: those."""
@@ -196,11 +216,17 @@ class Grid:
             self._finished(s, todo)
 
     def _check_time(self, s: Stage) -> None:
+        """TimeLimitReached unless stage `s` and its `chain` fit in the time left (by their estimates)."""
         if self.deadline is None:
             return
         est = self.estimate(s)
-        if est is not None and time.time() + est > self.deadline:
-            log.info("stage %s: about %.1f min, more than the %.1f min left", s.name, est / 60,
+        if est is None:
+            return
+        chain = weight_chain(self.graph, s, self.finished)
+        total = est + sum(self.estimate(c) or 0.0 for c in chain)
+        if time.time() + total > self.deadline:
+            log.info("stage %s%s: about %.1f min, more than the %.1f min left", s.name,
+                     f" and the {len(chain)} stages that read its weights" if chain else "", total / 60,
                      (self.deadline - time.time()) / 60)
             raise self._stop()
 

@@ -122,6 +122,39 @@ def test_time_limit_stops_at_a_boundary_and_the_rerun_completes(tiny_run, multi3
     same_results(_results(out), b)
 
 
+def _tiny_graph():
+    from seqkd.cli import load_preset
+    from seqkd.graph import GraphInput, build
+
+    cfg = load_preset("tiny")
+    return build(cfg, GraphInput({"pairs": 1, "sha": "d"}, {"beam": 5, "test_sha": "t"}))
+
+
+def test_a_stage_starts_under_a_time_limit_only_if_the_stages_reading_its_weights_fit_too(monkeypatch):
+    """A chapter must not end between a student and its Seq-Inter fine-tuning: the archive would then keep (and
+    git commit for good) weights that only a stage still to run reads. With 60 s a stage and 150 s left, the
+    teacher starts (its weights are kept for users anyway), a student does not: it and its chain take 240 s."""
+    import time
+
+    from seqkd.grid import Grid, TimeLimitReached, weight_chain
+
+    graph = _tiny_graph()
+    by = {s.name: s for s in graph}
+    assert [c.name for c in weight_chain(graph, by["baseline"], set())] == [
+        "eval_baseline", "baseline+seq_inter", "eval_baseline+seq_inter"]
+    assert [c.name for c in weight_chain(graph, by["pruned_50"], set())][:2] == ["eval_pruned_50", "pruned_90"]
+    assert weight_chain(graph, by["teacher"], set()) == []  # a model users keep ends a chain
+    assert weight_chain(graph, by["baseline"], {"eval_baseline", "baseline+seq_inter", "eval_baseline+seq_inter"}) == []
+    g = Grid.__new__(Grid)
+    g.graph, g.finished, g.deadline = graph, set(), time.time() + 150
+    monkeypatch.setattr(Grid, "estimate", lambda self, s: 60.0)
+    g._check_time(by["teacher"])
+    with pytest.raises(TimeLimitReached):
+        g._check_time(by["baseline"])
+    g.finished = {"eval_baseline", "baseline+seq_inter"}
+    g._check_time(by["baseline"])  # 60 s + the one evaluation left
+
+
 def test_two_jobs_give_the_results_of_one(tiny_run, multi30k_dir, tmp_path):
     """Independent stages side by side (the int8 export, the evaluations, the speed measurement) in two worker
     processes, one thread each: the same results as the uninterrupted one-job run. (The stages whose weights the
