@@ -130,15 +130,16 @@ class Grid:
     # --- estimates -----------------------------------------------------------------------------------
     def estimate(self, s: Stage) -> float | None:
         """Seconds stage `s` will take here: the median of its clocks measured on this kind of machine (the
-        archive's entries of any identity), else the preset's estimate scaled by this machine's speed; minus
+        archive's entries of any identity), else the preset's estimate (by stage name, else by what the stage does:
+        `Stage.body`'s method such as `finetune`, else by kind) scaled by this machine's speed; minus
         the clock its folder already holds."""
         here = machine_info(self.cfg.threads)
         clocks = [e["seconds"] for e in self.archive.clocks() if e["name"] == s.name
                   and same_machine(e.get("machine", {}), here)] if self.archive else []
         if clocks:
             est = statistics.median(clocks)
-        elif s.name in self.cfg.estimates or s.kind in self.cfg.estimates:
-            est = 60 * float(self.cfg.estimates.get(s.name, self.cfg.estimates.get(s.kind)))
+        elif key := next((k for k in (s.name, s.body[0], s.kind) if k in self.cfg.estimates), None):
+            est = 60 * float(self.cfg.estimates[key])
             if self.cfg.estimate_gflops:
                 est *= self.cfg.estimate_gflops / machine_gflops()
         else:
