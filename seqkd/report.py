@@ -98,6 +98,32 @@ def _settings(sp: dict) -> str:
     return "each system with its fastest settings chosen on validation (" + "; ".join(parts) + ")"
 
 
+S1_MAX_DROP = 1.0  # S1 counts a student whose greedy test BLEU is at most this far under the teacher's beam
+
+
+def s1_claim(speed: dict) -> dict:
+    """S1 from the speed stage: the fastest greedy student decoding measured (the `fast` pick, with and without
+    its shortlist, where the grid has one; else the best student) among those within S1_MAX_DROP test BLEU of
+    the teacher's beam (if none is, the fastest, and the claim fails): its median sentences/s over the teacher's
+    beam-5 median, with the range over the interleaved repetitions."""
+    tb = speed["teacher_beam"]
+    keys = [k for k in ("fast_greedy", "fast_greedy_vmap") if k in speed] or ["student_greedy"]
+
+    def ratio(k: str) -> float:
+        return speed[k]["sent_per_s_median"] / tb["sent_per_s_median"]
+
+    within = [k for k in keys if speed[k]["bleu"] >= tb["bleu"] - S1_MAX_DROP]
+    k = max(within or keys, key=ratio)
+    s, model = speed[k], speed["fast"] if k.startswith("fast") else speed["student"]
+    rng = [s["sent_per_s_min"] / tb["sent_per_s_max"], s["sent_per_s_max"] / tb["sent_per_s_min"]]
+    gap = s["bleu"] - tb["bleu"]
+    text = (f"`{model}` greedy{' with the shortlist' if k.endswith('vmap') else ''}: {ratio(k):.1f}x (range "
+            f"{rng[0]:.1f}-{rng[1]:.1f}x over {len(tb['seconds'])} interleaved repetitions), test BLEU "
+            f"{s['bleu']:.2f} vs the teacher's beam {tb['bleu']:.2f} ({gap:+.2f})")
+    return {"speedup": ratio(k), "range": rng, "decoding": k, "model": model, "bleu_vs_teacher_beam": gap,
+            "text": text, "holds": ratio(k) >= 10 and bool(within)}
+
+
 def claims(rows: list[dict], best_name: str, speed: dict, seeds: dict) -> dict:
     """Q1, Q2, S1 and Z1: this run's figure, the paper's, and whether the claim holds here.
 
@@ -113,7 +139,7 @@ def claims(rows: list[dict], best_name: str, speed: dict, seeds: dict) -> dict:
     q1_g = mean("seq_kd", "bleu_greedy") - mean("baseline", "bleu_greedy")
     q1_b = mean("seq_kd", "bleu_greedy") - mean("baseline", "bleu_beam")
     q2 = best["bleu_greedy"] - teacher["bleu_beam"]
-    s1 = speed["speedup_median"]
+    s1 = s1_claim(speed)
     pruned = [r for r in rows if r["group"] in ("pruned", "int8")]
     for r in pruned:
         r["x_fewer_than_teacher"] = teacher["params_total"] / max(1, r["params_nonzero"])
@@ -132,10 +158,9 @@ def claims(rows: list[dict], best_name: str, speed: dict, seeds: dict) -> dict:
                "this_run": f"{best_name} greedy {best['bleu_greedy']:.2f} vs teacher beam {teacher['bleu_beam']:.2f} "
                            f"({q2:+.2f})", "best_greedy_minus_teacher_beam": q2,
                "paper": PAPER["Q2"], "holds": q2 >= -0.5},
-        "S1": {"claim": "best student greedy sentences/s / teacher beam-5 sentences/s (paper: 10x)",
-               "this_run": f"{s1:.1f}x (range {speed['speedup_range'][0]:.1f}-{speed['speedup_range'][1]:.1f}x over "
-                           f"{len(speed['teacher_beam']['seconds'])} interleaved repetitions)",
-               "speedup": s1, "paper": PAPER["S1"], "holds": s1 >= 10},
+        "S1": {"claim": f"the fastest student greedy within {S1_MAX_DROP:g} test BLEU of the teacher's beam: its "
+                        "sentences/s / the teacher's beam-5 sentences/s, each with its fastest settings, >= 10x",
+               "this_run": s1.pop("text"), **s1, "paper": PAPER["S1"]},
         "Z1": {"claim": ">= 13x fewer non-zero parameters than the teacher, within 0.4 BLEU of the teacher's beam",
                "this_run": "no pruned model reaches 13x" if z1 is None else
                f"{z1['name']}: {z1['x_fewer_than_teacher']:.1f}x fewer, beam {z1['bleu_beam']:.2f} "
