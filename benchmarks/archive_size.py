@@ -1,6 +1,6 @@
 """Question: how large is a run archive, by stage kind, and which entries keep model weights?
 
-The committed figures (docs/RESULTS.md section 11, "Sizes") came from archives written from finished run folders
+The committed figures (docs/results/jobs-quick/README.md, "Sizes") came from archives written from finished run folders
 (`seqkd reproduce --preset tiny|quick ... --out RUN --archive NEW`: every stage archived, the weights no user
 needs dropped), then:
 

@@ -11,7 +11,7 @@ Then the real greedy and beam decodes of the same lines, for the totals. Every v
 interleaved with the others, `--repeats` times; the median and the range are reported.
 
     python benchmarks/decode_profile.py --model runs/multi30k-de-en/teacher --model runs/multi30k-de-en/seq_kd \\
-        --data-dir ../shared/data/multi30k --lines 500 --repeats 3 --out docs/results/decode_profile.json
+        --data-dir ../shared/data/multi30k --lines 500 --repeats 3 --out docs/results/decode-profile/decode_profile.json
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The "Fast students" table of docs/RESULTS.md (issue 10): the teacher, the best student, its small
+# The "Fast students" table of docs/results/fast-chain-de-en/README.md (issue 10): the teacher, the best student, its small
 # counterpart and every fast (deep-encoder / shallow-decoder) student of a finished multi30k grid,
 # float32 and int8, without and with the lexical shortlist, two thread layouts (1 batch x 2 threads,
 # 2 batches x 1 thread; engine batching, no scores for greedy), greedy and beam 5, on test_2016_flickr.

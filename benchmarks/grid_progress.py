@@ -11,7 +11,7 @@ writing checkpoints (its train rows' `ckpt_s`); `--rss` the peak resident memory
 last run; `--stalls` the longest stall per training curve and what `--patience N` would have kept.
 
     python benchmarks/grid_progress.py --run runs/multi30k-de-en \\
-        --out docs/results/multi30k-large-de-en/stage_seconds-partial.json --curves baseline,seq_kd
+        --out docs/results/multi30k-large-de-en/run1/stage_seconds-partial.json --curves baseline,seq_kd
 """
 
 from __future__ import annotations

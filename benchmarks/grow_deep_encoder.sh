@@ -1,5 +1,5 @@
 #!/bin/bash
-# The shallow-to-deep check of docs/RESULTS.md section 6, on the references, float32, 3 + 3 epochs:
+# The shallow-to-deep check of docs/results/deep-encoder/README.md, on the references, float32, 3 + 3 epochs:
 # run `a` (2+1 d256 from scratch), then `g6` (a grown to 6+1 by repeating its layers, `seqkd stack`).
 # Compare with r0 (6+1 from scratch) there. Usage: SEQKD_DATA=../shared/data/multi30k bash benchmarks/grow_deep_encoder.sh
 set -euo pipefail

@@ -5,7 +5,7 @@ It times the four from-scratch students of a preset (baseline, seq_kd, word_kd, 
 stages with the same inputs) under each setting, interleaved (1, 2, 1, 2, ...), each repetition in a fresh copy
 of a run folder that holds their inputs, and prints stages per hour: the median of the repetitions and the range.
 
-The committed figure (docs/RESULTS.md, "Parallel stages") came from:
+The committed figure (docs/results/jobs-quick/README.md) came from:
 
     SEQKD_DATA=../shared/data/multi30k python benchmarks/jobs.py --preset quick --threads 2 --repeats 3 \\
         --set student_train.max_steps=160 --out runs/jobs-bench --json docs/results/jobs-quick/jobs.json

@@ -4,7 +4,7 @@ Every configuration is timed `--repeats` times, interleaved (one round runs each
 rows give the median and the range.
 
     python benchmarks/nbest_speed.py --teacher runs/multi30k-de-en/teacher --lines 300 \\
-        --data-dir ../shared/data/multi30k --out docs/results/nbest_speed.json
+        --data-dir ../shared/data/multi30k --out docs/results/distill-speed/layouts/nbest_speed.json
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ each command runs in its own process and its peak resident memory (ru_maxrss) is
   sentences/s with 1 worker x 2 threads vs 2 workers x 1 thread on the same shards.
 
     python benchmarks/scale.py --data-dir ../shared/data/multi30k --vocab runs/quick-de-en/vocab \\
-        --teacher runs/quick-de-en/baseline --sizes 100000,5000000 --out docs/results/scale.json
+        --teacher runs/quick-de-en/baseline --sizes 100000,5000000 --out docs/results/scale/scale.json
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The fast-training benchmark of docs/RESULTS.md section 7: the grid's two student sizes and its
+# The fast-training benchmark of docs/results/train-step/README.md: the grid's two student sizes and its
 # teacher size, six training-step variants each, interleaved (benchmarks/train_step.py).
 # Run it on an otherwise idle machine, from the repository root.
 set -euo pipefail
