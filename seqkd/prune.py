@@ -7,6 +7,7 @@ never pruned; the (tied) embedding / output projection matrix is optional.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,18 +187,18 @@ def prune_and_retrain(model_dir: str | Path, out: str | Path, cfg: PruneConfig, 
 
         if retrain:
             tdir = rdir / "retrain" if finetune else rdir
-            train(tdir, replace(train_cfg, init_from=str(prev)), model, vocab, data, after_step=keep,
+            train(tdir, replace(train_cfg, init_from=os.path.relpath(prev, tdir)), model, vocab, data, after_step=keep,
                   progress=progress)
             if finetune:
                 ft_cfg, ft_data = finetune
-                train(rdir, replace(ft_cfg, init_from=str(tdir)), load_model(tdir), vocab, ft_data,
+                train(rdir, replace(ft_cfg, init_from=os.path.relpath(tdir, rdir)), load_model(tdir), vocab, ft_data,
                       after_step=keep, progress=progress)
             model = load_model(rdir)
         else:
             save_model(model, rdir)
             vocab.save_to(rdir)
         report = {"scheme": cfg.scheme, "target_sparsity": target, "round": r, "schedule": targets,
-                  "include_embeddings": cfg.include_embeddings, "parent": str(model_dir),
+                  "include_embeddings": cfg.include_embeddings, "parent": os.path.relpath(model_dir, rdir),
                   **sparsity_report(model, masks)}
         write_json(rdir / "prune_result.json", report)
         prev = rdir

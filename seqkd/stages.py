@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import statistics
 import time
@@ -78,7 +79,7 @@ class Stages:
         if init_from:
             init_dir = init_from if isinstance(init_from, Path) else self._dir(init_from)
             model = load_model(init_dir)
-            train_cfg = replace(train_cfg, init_from=str(init_dir))
+            train_cfg = replace(train_cfg, init_from=os.path.relpath(init_dir, d))  # no machine path in records
         else:
             model = build_model(model_cfg, v.size, v.pad_id, v.eos_id, seed=train_cfg.seed)
         text = yaml.safe_dump({"model": to_dict(model_cfg) if model_cfg else None, "train": to_dict(train_cfg),

@@ -62,6 +62,21 @@ def test_archive_keeps_weights_only_where_needed(tiny_run):
     assert entries["teacher"]["machine"]["cpu"] and entries["teacher"]["seconds"] > 0
 
 
+def test_archived_records_name_no_path_of_the_machine(tiny_run):
+    """What the archive keeps is committed to git: its JSON and YAML records name folders relative to the run
+    (a fine-tuning's `init_from`, a distillation's teacher, a pruning round's parent), never the run folder's
+    absolute path on the machine that ran it."""
+    out, _ = tiny_run
+    arch = Archive(archive_of(out))
+    where = str(out.parent)
+    found = []
+    for e in arch.clocks():
+        for rel in e["files"]:
+            if rel.endswith((".json", ".yaml", ".jsonl")) and where in arch.read(e["name"], e["hash"], rel).decode():
+                found.append(f"{e['name']}/{rel}")
+    assert not found, found
+
+
 def test_corrupt_or_truncated_entries_are_one_line_errors_and_restore_nothing(tiny_run, multi30k_dir, tmp_path,
                                                                             capsys):
     from seqkd.cli import main
