@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import archive_of, reproduce_cmd, same_results
 
-from seqkd.archive import Archive
+from seqkd.reproduce.archive import Archive
 
 
 def _results(out: Path) -> dict:
@@ -64,7 +64,7 @@ def test_archive_keeps_weights_only_where_needed(tiny_run):
 
 def test_corrupt_or_truncated_entries_are_one_line_errors_and_restore_nothing(tiny_run, multi30k_dir, tmp_path,
                                                                             capsys):
-    from seqkd.cli import main
+    from seqkd.cli.main import main
 
     arch = _copy_archive(tiny_run, tmp_path / "archive")
     entry = json.loads(next((arch / "stages").glob("teacher@*.json")).read_text())
@@ -88,7 +88,7 @@ def test_corrupt_or_truncated_entries_are_one_line_errors_and_restore_nothing(ti
 
 def test_an_entry_made_with_other_settings_is_not_used(tiny_run, multi30k_dir, tmp_path, capsys):
     """Other settings are other stages: `--plan` restores what they leave unchanged and runs the rest."""
-    from seqkd.cli import main
+    from seqkd.cli.main import main
 
     arch = archive_of(tiny_run[0])
     fresh = tmp_path / "fresh"
@@ -142,7 +142,7 @@ def test_two_jobs_give_the_results_of_one(tiny_run, multi30k_dir, tmp_path):
 @pytest.mark.slow
 def test_a_run_split_at_every_stage_boundary_equals_an_uninterrupted_one(tiny_run, multi30k_dir, tmp_path):
     """Each stage run in its own fresh run folder (a new machine each time), with only the archive carried over."""
-    from seqkd.cli import main
+    from seqkd.cli.main import main
 
     out, _ = tiny_run
     names = list(_results(out)["stage_seconds"])
