@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from seqkd.archive import Archive
+from seqkd.reproduce.archive import Archive
 
 
 def main() -> None:

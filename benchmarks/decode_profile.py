@@ -24,10 +24,10 @@ from pathlib import Path
 
 import ctranslate2
 
-from seqkd.data import DataConfig, load_pairs
-from seqkd.decode import ct2_dir
-from seqkd.shortlist import write_vmap
-from seqkd.vocab import Vocab
+from seqkd.data.load import DataConfig, load_pairs
+from seqkd.data.vocab import Vocab
+from seqkd.inference.decode import ct2_dir
+from seqkd.inference.shortlist import write_vmap
 
 
 def variants(steps: int, beam: int) -> dict[str, dict]:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from seqkd.data import DataConfig, load_pairs
-from seqkd.decode_tune import sweep
+from seqkd.data.load import DataConfig, load_pairs
+from seqkd.inference.decode_tune import sweep
 
 
 def main() -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from seqkd.data import DataConfig, load_pairs
-from seqkd.decode import DecodeConfig, Translator
+from seqkd.data.load import DataConfig, load_pairs
+from seqkd.inference.decode import DecodeConfig, Translator
 
 
 def main() -> None:
@@ -51,11 +51,11 @@ def main() -> None:
 
 
 def _word_kd_speed(a, src: list[str], tgt: list[str]) -> dict:
-    from seqkd.kd import build_topk_cache, offline_teacher, online_teacher
-    from seqkd.losses import LossConfig
-    from seqkd.models import ModelConfig, build_model
-    from seqkd.train import TrainConfig, TrainData, train
-    from seqkd.vocab import Vocab
+    from seqkd.data.vocab import Vocab
+    from seqkd.models.marian import ModelConfig, build_model
+    from seqkd.training.kd import build_topk_cache, offline_teacher, online_teacher
+    from seqkd.training.losses import LossConfig
+    from seqkd.training.trainer import TrainConfig, TrainData, train
 
     vocab = Vocab(a.teacher)
     out = {}

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import sacrebleu
 
-from seqkd.corpus import read_parallel
-from seqkd.data import DataConfig, load_pairs
+from seqkd.data.corpus import read_parallel
+from seqkd.data.load import DataConfig, load_pairs
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 `clock.json`, time while stopped excluded; a stage still training is marked "running"); for training
 stages the epochs, minutes per epoch (clock minutes / epochs, validation included), best validation BLEU
 and, for fine-tunings, the stage they started from with the gain over its best; the mean ± sd over seeds
-of the best validation BLEU of baseline and seq_kd (`seqkd.report.seed_stats`, as the report computes it
+of the best validation BLEU of baseline and seq_kd (`seqkd.reproduce.report.seed_stats`, as the report computes it
 on test) and the gap of the means; the finished stages' total hours; `--curves` prints the per-epoch
 validation BLEU (or, with `--metric val_ppl`, perplexity; `--metric epoch_s`, seconds between validations) of the
 named stages as a markdown table;
@@ -22,8 +22,8 @@ import statistics
 from datetime import datetime
 from pathlib import Path
 
-from seqkd.report import seed_stats
-from seqkd.train import patience_step
+from seqkd.reproduce.report import seed_stats
+from seqkd.training.trainer import patience_step
 
 
 def metrics_file(stage: Path) -> Path:
@@ -58,8 +58,8 @@ def longest_stall(curve: dict[int, float]) -> int:
 
 def under_patience(curve: dict[int, float], patience: int) -> tuple[int, float, int]:
     """Where training with this `patience` would have stopped on `curve`, by the training loop's own rule
-    (`seqkd.train.patience_step`): (the last epoch it would have run, the best it would have kept, that best's
-    epoch)."""
+    (`seqkd.training.trainer.patience_step`): (the last epoch it would have run, the best it would have kept,
+    that best's epoch)."""
     best, best_e, bad = None, 0, 0
     for e in sorted(curve):
         improved, bad, stop = patience_step(best, bad, curve[e], patience)

@@ -17,8 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from scale import make_corpus  # noqa: E402
 
-from seqkd.data import DataConfig, load_pairs  # noqa: E402
-from seqkd.pairs import FilePairs  # noqa: E402
+from seqkd.data.load import DataConfig, load_pairs  # noqa: E402
+from seqkd.data.pairs import FilePairs  # noqa: E402
 
 
 def main() -> None:

@@ -29,16 +29,15 @@ from pathlib import Path
 
 import torch
 
-from seqkd.cli import load_preset
 from seqkd.config import apply_overrides, from_dict, to_dict
-from seqkd.data import load_pairs
-from seqkd.fsutil import write_json
-from seqkd.grid import Grid, GridOptions
-from seqkd.machine import machine_info
-from seqkd.pipeline import ReproduceConfig, grid_for
-from seqkd.runner import Runner
-from seqkd.stages import Stages
-from seqkd.train import TrainData
+from seqkd.data.load import load_pairs
+from seqkd.reproduce.grid import Grid, GridOptions
+from seqkd.reproduce.machine import machine_info
+from seqkd.reproduce.pipeline import ReproduceConfig, grid_for, load_preset
+from seqkd.reproduce.runner import Runner
+from seqkd.reproduce.stages import Stages
+from seqkd.training.trainer import TrainData
+from seqkd.util.fsutil import write_json
 
 STUDENTS = ("baseline", "seq_kd", "word_kd", "seq_kd+word_kd")
 

@@ -1,7 +1,7 @@
 """Resident memory of a training run with and without handing freed heap memory back (malloc_trim).
 
-Runs `seqkd.train.train` on the teacher size for --steps steps, validating every 10 (the RSS is logged
-at each validation as `rss_mb`), once with `validation.release_memory` as it is and once with it
+Runs `seqkd.training.trainer.train` on the teacher size for --steps steps, validating every 10 (the RSS is logged
+at each validation as `rss_mb`), once with `memory.release_memory` as it is and once with it
 reduced to reading the RSS. Run one mode per process, one after the other, on an idle machine:
 
     python benchmarks/memory_trim.py no-trim --vocab runs/multi30k-de-en/vocab --data-dir ../shared/data/multi30k
@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from seqkd import validation
-from seqkd.data import DataConfig, load_pairs
-from seqkd.models import ModelConfig, build_model
-from seqkd.train import TrainConfig, TrainData, train
-from seqkd.vocab import Vocab
+from seqkd.data.load import DataConfig, load_pairs
+from seqkd.data.vocab import Vocab
+from seqkd.models.marian import ModelConfig, build_model
+from seqkd.training.trainer import TrainConfig, TrainData, train
+from seqkd.util import memory
 
 
 def rss_only() -> float:
@@ -41,7 +41,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
     if a.mode == "no-trim":
-        validation.release_memory = rss_only
+        memory.release_memory = rss_only
     torch.set_num_threads(a.threads)
     dc = DataConfig(data_dir=a.data_dir)
     (src, tgt), (vs, vt) = load_pairs(dc, "train"), load_pairs(dc, "val")

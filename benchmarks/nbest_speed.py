@@ -14,8 +14,8 @@ import json
 import statistics
 import time
 
-from seqkd.data import DataConfig, load_pairs
-from seqkd.decode import DecodeConfig, Translator
+from seqkd.data.load import DataConfig, load_pairs
+from seqkd.inference.decode import DecodeConfig, Translator
 
 
 def main() -> None:

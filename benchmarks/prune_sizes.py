@@ -12,8 +12,8 @@ import gzip
 import json
 from pathlib import Path
 
-from seqkd.decode import ct2_dir
-from seqkd.models import count_params, load_model
+from seqkd.inference.decode import ct2_dir
+from seqkd.models.marian import count_params, load_model
 
 
 def _mb(n: int) -> float:

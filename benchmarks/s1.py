@@ -1,5 +1,5 @@
 """S1 best against best from one `seqkd bench` JSON: each student's fastest greedy row over the teacher's
-fastest beam row, median ratio, range from the extremes, and the BLEU gap (`seqkd.bench.best_against_best`).
+fastest beam row, median ratio, range from the extremes, and the BLEU gap (`seqkd.inference.bench.best_against_best`).
 
     python benchmarks/s1.py docs/results/fast-chain-de-en/fast_students.json --teacher teacher [--engine ct2]
 """
@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from seqkd.bench import best_against_best
+from seqkd.inference.bench import best_against_best
 
 
 def main() -> None:

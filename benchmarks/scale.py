@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from seqkd.data import DataConfig, load_pairs
+from seqkd.data.load import DataConfig, load_pairs
 
 
 def make_corpus(folder: Path, n: int, src: list[str], tgt: list[str]) -> tuple[Path, Path]:

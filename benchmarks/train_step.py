@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from seqkd.losses import LossConfig, compute_loss
-from seqkd.models import ModelConfig, build_model, training_logits
+from seqkd.models.marian import ModelConfig, build_model, training_logits
+from seqkd.training.losses import LossConfig, compute_loss
 
 
 class MasterWeights:

@@ -1,4 +1,4 @@
-from seqkd.cli import main
+from seqkd.cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

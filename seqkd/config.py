@@ -11,12 +11,12 @@ from pathlib import Path
 
 import yaml
 
-from seqkd.data import DataConfig
-from seqkd.decode import DecodeConfig
-from seqkd.fsutil import SeqkdError
-from seqkd.models import ModelConfig
-from seqkd.train import TrainConfig
-from seqkd.vocab import VocabConfig
+from seqkd.data.load import DataConfig
+from seqkd.data.vocab import VocabConfig
+from seqkd.inference.decode import DecodeConfig
+from seqkd.models.marian import ModelConfig
+from seqkd.training.trainer import TrainConfig
+from seqkd.util.fsutil import SeqkdError
 
 
 @dataclass

@@ -46,9 +46,9 @@ def reverse_task(n: int, seed: int, lo: int = 3, hi: int = 8) -> tuple[list[str]
 @pytest.fixture(scope="session")
 def tiny_reverse(tmp_path_factory):
     """A `tiny` model trained for a few seconds to reverse digit strings: (model_dir, test src, test tgt)."""
-    from seqkd.models import ModelConfig, build_model
-    from seqkd.train import TrainConfig, TrainData, train
-    from seqkd.vocab import VocabConfig, train_vocab
+    from seqkd.data.vocab import VocabConfig, train_vocab
+    from seqkd.models.marian import ModelConfig, build_model
+    from seqkd.training.trainer import TrainConfig, TrainData, train
 
     root = tmp_path_factory.mktemp("tiny_reverse")
     src, tgt = reverse_task(4000, seed=1)
@@ -82,9 +82,9 @@ def write_lines(path: Path, lines: list[str]) -> str:
 @pytest.fixture(scope="session")
 def multimodal_teacher(tmp_path_factory):
     """A `tiny` teacher trained on the two-mode reversal task: (root, vocab dir, model dir, src, refs)."""
-    from seqkd.models import ModelConfig, build_model
-    from seqkd.train import TrainConfig, TrainData, train
-    from seqkd.vocab import VocabConfig, train_vocab
+    from seqkd.data.vocab import VocabConfig, train_vocab
+    from seqkd.models.marian import ModelConfig, build_model
+    from seqkd.training.trainer import TrainConfig, TrainData, train
 
     root = tmp_path_factory.mktemp("multimodal")
     src, tgt = multimodal_task(3000, seed=11)

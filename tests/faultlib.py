@@ -1,4 +1,4 @@
-"""Helpers of the fault-injection tests: run a command killed at a named point (seqkd/faults.py), and
+"""Helpers of the fault-injection tests: run a command killed at a named point (seqkd/util/faults.py), and
 check that a folder shows no partial file under a final name."""
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import archive_of, reproduce_cmd, same_results
 
-from seqkd.archive import Archive
+from seqkd.reproduce.archive import Archive
 
 
 def _results(out: Path) -> dict:
@@ -79,7 +79,7 @@ def test_archived_records_name_no_path_of_the_machine(tiny_run):
 
 def test_corrupt_or_truncated_entries_are_one_line_errors_and_restore_nothing(tiny_run, multi30k_dir, tmp_path,
                                                                             capsys):
-    from seqkd.cli import main
+    from seqkd.cli.main import main
 
     arch = _copy_archive(tiny_run, tmp_path / "archive")
     entry = json.loads(next((arch / "stages").glob("teacher@*.json")).read_text())
@@ -103,7 +103,7 @@ def test_corrupt_or_truncated_entries_are_one_line_errors_and_restore_nothing(ti
 
 def test_an_entry_made_with_other_settings_is_not_used(tiny_run, multi30k_dir, tmp_path, capsys):
     """Other settings are other stages: `--plan` restores what they leave unchanged and runs the rest."""
-    from seqkd.cli import main
+    from seqkd.cli.main import main
 
     arch = archive_of(tiny_run[0])
     fresh = tmp_path / "fresh"
@@ -138,8 +138,8 @@ def test_time_limit_stops_at_a_boundary_and_the_rerun_completes(tiny_run, multi3
 
 
 def _tiny_graph():
-    from seqkd.cli import load_preset
-    from seqkd.graph import GraphInput, build
+    from seqkd.reproduce.graph import GraphInput, build
+    from seqkd.reproduce.pipeline import load_preset
 
     cfg = load_preset("tiny")
     return build(cfg, GraphInput({"pairs": 1, "sha": "d"}, {"beam": 5, "test_sha": "t"}))
@@ -151,7 +151,7 @@ def test_a_stage_starts_under_a_time_limit_only_if_the_stages_reading_its_weight
     teacher starts (its weights are kept for users anyway), a student does not: it and its chain take 240 s."""
     import time
 
-    from seqkd.grid import Grid, TimeLimitReached, weight_chain
+    from seqkd.reproduce.grid import Grid, TimeLimitReached, weight_chain
 
     graph = _tiny_graph()
     by = {s.name: s for s in graph}
@@ -190,7 +190,7 @@ def test_two_jobs_give_the_results_of_one(tiny_run, multi30k_dir, tmp_path):
 @pytest.mark.slow
 def test_a_run_split_at_every_stage_boundary_equals_an_uninterrupted_one(tiny_run, multi30k_dir, tmp_path):
     """Each stage run in its own fresh run folder (a new machine each time), with only the archive carried over."""
-    from seqkd.cli import main
+    from seqkd.cli.main import main
 
     out, _ = tiny_run
     names = list(_results(out)["stage_seconds"])

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from seqkd.cli import main
+from seqkd.cli.main import main
 
 
 def _run(capsys, *argv) -> str:
@@ -82,7 +82,7 @@ def test_train_misaligned_files_no_output(tmp_path, capsys):
 
 
 def test_corrupt_checkpoint(tmp_path, capsys, multi30k_dir):
-    from seqkd.fsutil import write_json
+    from seqkd.util.fsutil import write_json
 
     out = tmp_path / "run"
     ck = out / "checkpoints" / "step-5"
@@ -135,10 +135,10 @@ def test_second_writer_of_a_run_folder_is_refused(tmp_path, capsys):
     import subprocess
     import sys
 
-    from seqkd.fsutil import SeqkdError, folder_lock
+    from seqkd.util.fsutil import SeqkdError, folder_lock
 
     out = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom seqkd.fsutil import folder_lock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom seqkd.util.fsutil import folder_lock\n"
                                f"with folder_lock({str(out)!r}, 'x'):\n    print('held', flush=True)\n"
                                "    time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     try:

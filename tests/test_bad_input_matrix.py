@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from seqkd.cli import main
-from seqkd.fsutil import SeqkdError, folder_lock
+from seqkd.cli.main import main
+from seqkd.util.fsutil import SeqkdError, folder_lock
 
 
 def fail(capsys, argv: list[str], *names: str, absent: tuple[Path, ...] = ()) -> str:
@@ -108,7 +108,7 @@ def test_long_lines_skipped_in_training(tmp_path, capsys, caplog):
 def test_crlf_same_as_lf(tmp_path, capsys, tiny_reverse):
     text = "1 2 3\n4 5\n\n6 7 8 9\n"
     lf, crlf = lines(tmp_path / "lf.txt", text), lines(tmp_path / "crlf.txt", text.replace("\n", "\r\n"))
-    from seqkd.corpus import read_lines
+    from seqkd.data.corpus import read_lines
 
     assert read_lines(crlf) == read_lines(lf) == ["1 2 3", "4 5", "", "6 7 8 9"]
     for name in ("lf", "crlf"):
@@ -147,9 +147,9 @@ def test_missing_model_folder(tmp_path, capsys, cmd):
 def test_resume_checkpoint_of_another_size(tmp_path, capsys, tiny_reverse):
     import torch
 
-    from seqkd import checkpoint
-    from seqkd.models import ModelConfig, build_model
-    from seqkd.vocab import Vocab
+    from seqkd.data.vocab import Vocab
+    from seqkd.models.marian import ModelConfig, build_model
+    from seqkd.training import checkpoint
 
     vocab_dir, out = tiny_reverse[0], tmp_path / "run"
     v = Vocab(vocab_dir)
@@ -202,9 +202,9 @@ def test_topk_cache_of_another_temperature(tmp_path, capsys, tiny_reverse):
     fail(capsys, train_argv(out, "--vocab", model, "--topk-cache", cache, "--word-kd", "0.5", *args),
          cache / "manifest.json", "temperature 2.0", "train.loss.temperature=1.0", absent=(out / "model.safetensors",))
 
-    from seqkd.kd import offline_teacher
-    from seqkd.tokdata import hash_pairs
-    from seqkd.vocab import Vocab
+    from seqkd.data.tokdata import hash_pairs
+    from seqkd.data.vocab import Vocab
+    from seqkd.training.kd import offline_teacher
 
     pairs = [("1 2 3", "3 2 1"), ("4 5", "5 4")]
     with pytest.raises(SeqkdError, match="holds k=4 but this run asks for k=8"):

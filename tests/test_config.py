@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from seqkd.config import RunConfig, apply_overrides, dump, from_dict, load_run_config
-from seqkd.fsutil import SeqkdError
+from seqkd.util.fsutil import SeqkdError
 
 
 def test_roundtrip_and_overrides(tmp_path):
@@ -53,7 +53,7 @@ def test_decode_section_is_refused_not_ignored(tmp_path):
     """A non-default `decode:` section would do nothing: refused with one line; defaults (as saved in every
     run's seqkd.yaml) still load."""
     from seqkd.config import dump, load_run_config
-    from seqkd.fsutil import SeqkdError
+    from seqkd.util.fsutil import SeqkdError
 
     with pytest.raises(SeqkdError, match="config decode: .* do not decode with it"):
         load_run_config(None, ["decode.beam=8"])

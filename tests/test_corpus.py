@@ -1,4 +1,4 @@
-"""Tests for seqkd.corpus (no network: downloads go through a monkeypatched `_fetch`)."""
+"""Tests for seqkd.data.corpus (no network: downloads go through a monkeypatched `_fetch`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from seqkd import corpus
-from seqkd.corpus import (
+from seqkd.data import corpus
+from seqkd.data.corpus import (
     MULTI30K_SHA256,
     CleanStats,
     clean_pairs,
@@ -22,7 +22,7 @@ from seqkd.corpus import (
     read_parallel,
     sha256_file,
 )
-from seqkd.fsutil import SeqkdError
+from seqkd.util.fsutil import SeqkdError
 
 SHARED = Path(os.environ.get("SEQKD_DATA") or Path(__file__).resolve().parents[2] / "shared/data/multi30k").resolve()
 needs_shared = pytest.mark.skipif(not (SHARED / "val.de.gz").exists(), reason="shared Multi30k copy missing")
@@ -102,7 +102,7 @@ def test_read_parallel_misaligned(tmp_path):
 def test_clean_pairs_counts(caplog):
     src = ["a dog", "", "  ", "x" * 11, "ok", "a", "b" * 9, "same", "tab"]
     tgt = ["ein Hund", "leer", "blank", "short", "y" * 11, "z" * 10, "c", "gleich", "\t"]
-    with caplog.at_level(logging.INFO, logger="seqkd.corpus"):
+    with caplog.at_level(logging.INFO, logger="seqkd.data.corpus"):
         s, t, stats = clean_pairs(src, tgt, max_chars=10, max_ratio=4.0)
     # empty: "", "  ", "\t" ; too long: x*11, y*11 ; ratio: (10+1)/(1+1)=5.5 > 4 ; (9+1)/(1+1)=5 > 4
     assert stats == CleanStats(kept=2, empty=3, too_long=2, ratio=2, max_chars=10, max_ratio=4.0)
@@ -239,7 +239,7 @@ def test_download_unpinned_trust_on_first_use(monkeypatch, tmp_path, caplog):
 
     monkeypatch.setattr(corpus, "_fetch", fake)
     cache = tmp_path / "cache"
-    with caplog.at_level(logging.WARNING, logger="seqkd.corpus"):
+    with caplog.at_level(logging.WARNING, logger="seqkd.data.corpus"):
         fr, cs = load_split("multi30k", "test_2018_flickr", "fr", "cs", cache_dir=cache)
     assert (fr, cs) == (["Un chien."], ["Pes."])
     assert "no pinned checksum" in caplog.text

@@ -24,7 +24,7 @@ TOL = 1e-3
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from seqkd.vocab import VocabConfig, train_vocab
+    from seqkd.data.vocab import VocabConfig, train_vocab
 
     root = tmp_path_factory.mktemp("ddp")
     src, tgt = reverse_task(800, seed=1)
@@ -128,7 +128,7 @@ def test_two_ranks_killed_resume(setup, single, resume_ranks):
 def test_cuda_without_gpu_is_an_error_not_a_cpu_fallback(setup, capsys):
     import torch
 
-    from seqkd.cli import main
+    from seqkd.cli.main import main
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

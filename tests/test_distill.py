@@ -13,9 +13,10 @@ import pytest
 import torch
 from conftest import multimodal_task, write_lines
 
-from seqkd.distill import _pick
-from seqkd.fsutil import SeqkdError
-from seqkd.losses import LossConfig, _log_probs, compute_loss, word_kd
+from seqkd.distill.workers import _pick
+from seqkd.models.marian import log_probs
+from seqkd.training.losses import LossConfig, compute_loss, word_kd
+from seqkd.util.fsutil import SeqkdError
 
 
 def test_topk_with_full_k_equals_full_word_kd():
@@ -23,9 +24,9 @@ def test_topk_with_full_k_equals_full_word_kd():
     V, pad = 7, 6
     student, teacher = torch.randn(2, 3, V), torch.randn(2, 3, V)
     labels = torch.tensor([[1, 2, -100], [0, 3, 4]])
-    lp = _log_probs(student, pad)
+    lp = log_probs(student, pad)
     full = word_kd(lp, labels, teacher, 1.0, pad)
-    q = _log_probs(teacher, pad).exp()
+    q = log_probs(teacher, pad).exp()
     probs, ids = q.topk(V - 1, dim=-1)
     topk = word_kd(lp, labels, (probs, ids), 1.0, pad)
     torch.testing.assert_close(full, topk)
@@ -90,8 +91,8 @@ def test_killed_distill_resumes_byte_identical(tmp_path, multimodal_teacher):
 
 
 def test_mismatched_vocabulary_teacher_refused(tmp_path, multimodal_teacher, tiny_reverse):
-    from seqkd.kd import check_same_vocab, online_teacher
-    from seqkd.vocab import Vocab, VocabConfig, train_vocab
+    from seqkd.data.vocab import Vocab, VocabConfig, train_vocab
+    from seqkd.training.kd import check_same_vocab, online_teacher
 
     _, vocab_dir, teacher, src, tgt = multimodal_teacher
     other = train_vocab([s + " x" for s in src[:500]], tgt[:500], VocabConfig(size=30), tmp_path / "other")
@@ -101,10 +102,10 @@ def test_mismatched_vocabulary_teacher_refused(tmp_path, multimodal_teacher, tin
 
 
 def test_offline_topk_teacher_matches_online(tmp_path, multimodal_teacher):
-    from seqkd.batching import collate
-    from seqkd.kd import build_topk_cache, offline_teacher, online_teacher
-    from seqkd.tokdata import hash_pairs
-    from seqkd.vocab import Vocab
+    from seqkd.data.batching import collate
+    from seqkd.data.tokdata import hash_pairs
+    from seqkd.data.vocab import Vocab
+    from seqkd.training.kd import build_topk_cache, offline_teacher, online_teacher
 
     _, vocab_dir, teacher, src, tgt = multimodal_teacher
     vocab = Vocab(vocab_dir)
@@ -125,11 +126,12 @@ def test_offline_topk_teacher_matches_online(tmp_path, multimodal_teacher):
 def test_seq_kd_student_agrees_with_teacher_more_than_baseline(tmp_path, multimodal_teacher):
     """The paper's mechanism on a two-mode task: a student trained on the teacher's beam output
     reproduces the teacher's beam output far more often than a student trained on the references."""
-    from seqkd.decode import DecodeConfig, Translator
-    from seqkd.distill import DistillConfig, distill
-    from seqkd.models import ModelConfig, build_model
-    from seqkd.train import TrainConfig, TrainData, train
-    from seqkd.vocab import Vocab
+    from seqkd.data.vocab import Vocab
+    from seqkd.distill.config import DistillConfig
+    from seqkd.distill.workers import distill
+    from seqkd.inference.decode import DecodeConfig, Translator
+    from seqkd.models.marian import ModelConfig, build_model
+    from seqkd.training.trainer import TrainConfig, TrainData, train
 
     _, vocab_dir, teacher, src, tgt = multimodal_teacher
     vocab = Vocab(vocab_dir)

@@ -21,11 +21,13 @@ import pytest
 import torch
 from conftest import multimodal_task, write_lines
 
-from seqkd.cli import main
-from seqkd.distill import SPEED_FIELDS, DistillConfig, _identity, distill, weights_hash
-from seqkd.fsutil import SeqkdError, atomic_open, hash_lines, write_json
-from seqkd.pairs import FilePairs, ListPairs
-from seqkd.shards import LOCK, merge
+from seqkd.cli.main import main
+from seqkd.data.pairs import FilePairs, ListPairs
+from seqkd.distill.config import SPEED_FIELDS, DistillConfig
+from seqkd.distill.shards import LOCK, merge
+from seqkd.distill.workers import _identity, distill
+from seqkd.models.marian import weights_hash
+from seqkd.util.fsutil import SeqkdError, atomic_open, hash_lines, write_json
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 # the same thread layout in every worker: CTranslate2's scores may differ in the last digits across layouts
@@ -42,10 +44,10 @@ FINAL = ("train.src", "train.tgt", "manifest.json")
 def setup(tmp_path_factory):
     """A quickly trained tiny teacher (CTranslate2 conversion made), 200 pairs as files, and each mode's
     one-process result: (root, teacher, src file, tgt file, {mode: reference folder})."""
-    from seqkd.decode import ct2_dir
-    from seqkd.models import ModelConfig, build_model
-    from seqkd.train import TrainConfig, TrainData, train
-    from seqkd.vocab import VocabConfig, train_vocab
+    from seqkd.data.vocab import VocabConfig, train_vocab
+    from seqkd.inference.decode import ct2_dir
+    from seqkd.models.marian import ModelConfig, build_model
+    from seqkd.training.trainer import TrainConfig, TrainData, train
 
     root = tmp_path_factory.mktemp("scale")
     src, tgt = multimodal_task(1500, seed=11)
@@ -285,7 +287,7 @@ def test_identity_unchanged(setup):
 
 
 def _old_assemble(out: Path, src: list[str], shards: list[list[int]], ident: dict, cfg: DistillConfig) -> dict:
-    """The merge as it was before workers (seqkd/distill.py at daf1af4), verbatim but for the log line."""
+    """The merge as it was before workers (seqkd/distill/workers.py at daf1af4), verbatim but for the log line."""
     rows = []
     for k in range(len(shards)):
         rows += [json.loads(ln) for ln in (out / "shards" / f"shard-{k:05d}.jsonl").read_text("utf-8").splitlines()]
@@ -349,7 +351,7 @@ def test_file_pairs_index_cached_for_the_next_worker(tmp_path, monkeypatch):
     """The first worker keeps the line index and digest in the output folder; the next one reads them
     instead of passing over the files (no line decoded), with the same pairs; a changed file is indexed
     again; a finished distillation leaves no index behind."""
-    import seqkd.pairs as pairs_mod
+    import seqkd.data.pairs as pairs_mod
 
     src, tgt = [f"s {i} " + "x" * (i % 7) for i in range(500)], [f"t {i}" for i in range(500)]
     s, t, out = write_lines(tmp_path / "s.txt", src), write_lines(tmp_path / "t.txt", tgt), tmp_path / "out"
@@ -376,7 +378,7 @@ def test_file_pairs_index_cached_for_the_next_worker(tmp_path, monkeypatch):
 
 def test_file_pairs_match_load_pairs(tmp_path):
     """The CLI's line-offset input gives the same pairs and hash as `load_pairs` (cleaning included)."""
-    from seqkd.data import DataConfig, load_pairs
+    from seqkd.data.load import DataConfig, load_pairs
 
     src = ["a b", "", "x" * 30, "ü ö", "one", "tab\there", "last"]
     tgt = ["c d", "e", "y", "ä", "a much longer target line", "t", "no newline"]

@@ -1,5 +1,5 @@
 """Fault injection: `seqkd train` and `seqkd distill` (Seq-KD, Seq-Inter, top-k) are SIGKILLed at exact
-points (seqkd/faults.py: during a checkpoint write, between its rename and latest.json, half-way
+points (seqkd/util/faults.py: during a checkpoint write, between its rename and latest.json, half-way
 through saving the best model, mid-shard, mid-merge, before a temp file's rename), interrupted with
 Ctrl-C, and run out of disk on a tmpfs of their own. After every fault no partial file is visible
 under its final name; rerunning the same command ends with exactly what an uninterrupted run writes.
@@ -322,10 +322,10 @@ def test_ctrl_c_after_the_last_step_keeps_the_finished_run(tmp_path, monkeypatch
     same call again finds the run done and returns the same result without training."""
     from conftest import reverse_task
 
-    from seqkd import validation
-    from seqkd.models import ModelConfig, build_model
-    from seqkd.train import TrainConfig, TrainData, train
-    from seqkd.vocab import VocabConfig, train_vocab
+    from seqkd.data.vocab import VocabConfig, train_vocab
+    from seqkd.models.marian import ModelConfig, build_model
+    from seqkd.training import validation
+    from seqkd.training.trainer import TrainConfig, TrainData, train
 
     src, tgt = reverse_task(600, seed=1)
     val_src, val_tgt = reverse_task(50, seed=2)

@@ -10,8 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-from seqkd.cli import load_preset
-from seqkd.graph import GraphInput, build, stage_hashes
+from seqkd.reproduce.graph import GraphInput, build, stage_hashes
+from seqkd.reproduce.pipeline import load_preset
 
 PINNED = Path(__file__).parent / "data" / "stage_identities.json"
 PRESETS = ("tiny", "quick", "multi30k", "multi30k-large", "multi30k-gpu")

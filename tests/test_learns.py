@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from seqkd.decode import DecodeConfig, Translator
-from seqkd.evaluate import bleu
+from seqkd.inference.decode import DecodeConfig, Translator
+from seqkd.inference.evaluate import bleu
 
 
 def test_tiny_model_learns_reversal_both_engines(tiny_reverse):

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from seqkd.losses import IGNORE, LossConfig, compute_loss
+from seqkd.data.batching import IGNORE
+from seqkd.training.losses import LossConfig, compute_loss
 
 # vocabulary of 3 words + <pad> (id 3, last); logits for words [1, 2, 3] -> log-softmax:
 # logsumexp = 3 + log(1 + e^-1 + e^-2) = 3.407606; lprobs = [-2.407606, -1.407606, -0.407606]

@@ -26,19 +26,20 @@ import pytest
 import torch
 from conftest import reverse_task
 
-from seqkd.decode import DecodeConfig, Hypothesis, Translator
-from seqkd.distill import DistillConfig, _pick, _write_shard
-from seqkd.pairs import ListPairs
+from seqkd.data.pairs import ListPairs
+from seqkd.distill.config import DistillConfig
+from seqkd.distill.workers import _pick, _write_shard
+from seqkd.inference.decode import DecodeConfig, Hypothesis, Translator
 
 
 # --- independent references over the HF model ----------------------------------------------------
 @pytest.fixture(scope="module")
 def model(tiny_reverse):
-    from seqkd.models import load_model
-    from seqkd.vocab import Vocab
+    from seqkd.data.vocab import Vocab
+    from seqkd.models.marian import load_model
 
     v = Vocab(tiny_reverse[0])
-    # the id layout every reference below relies on (seqkd/vocab.py)
+    # the id layout every reference below relies on (seqkd/data/vocab.py)
     assert (v.eos_id, v.unk_id, v.pad_id) == (0, 1, v.size - 1)
     return load_model(tiny_reverse[0]).eval(), v
 
@@ -226,7 +227,7 @@ SRC3 = ["s1", "s2", "s3"]
 def test_ppl_and_p_beam_hand_computed(monkeypatch):
     """PPL over the references' tokens and p(t = y_hat) = mean over sentences of exp(sum log-prob of the beam
     output), from scripted scores. Greedy outputs are scored by neither."""
-    import seqkd.evaluate as ev
+    import seqkd.inference.evaluate as ev
 
     ref, greedy_out, beam_out = ["r1", "r2", "r3"], ["g1", "g2", "g3"], ["b1", "b2", "b3"]
     scores = {("s1", "r1"): (-2.0, 4), ("s2", "r2"): (-3.0, 5), ("s3", "r3"): (-1.0, 3),
@@ -243,7 +244,7 @@ def test_ppl_and_p_beam_hand_computed(monkeypatch):
 def test_ppl_and_p_beam_of_the_tiny_model(model, tiny_reverse):
     """evaluate() on the tiny model (CTranslate2) against torch forced log-probs: PPL within 1e-4 relative,
     p(t = y_hat) within 1e-4."""
-    from seqkd.evaluate import evaluate
+    from seqkd.inference.evaluate import evaluate
 
     m, v = model
     _, src, ref, _ = tiny_reverse

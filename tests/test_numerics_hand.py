@@ -24,12 +24,13 @@ import pytest
 import torch
 from conftest import reverse_task
 
-from seqkd.distill import DistillConfig
-from seqkd.fsutil import SeqkdError
-from seqkd.losses import IGNORE, LossConfig, compute_loss
-from seqkd.pairs import ListPairs
-from seqkd.shards import merge
-from seqkd.train import TrainConfig, lr_at
+from seqkd.data.batching import IGNORE
+from seqkd.data.pairs import ListPairs
+from seqkd.distill.config import DistillConfig
+from seqkd.distill.shards import merge
+from seqkd.training.losses import LossConfig, compute_loss
+from seqkd.training.trainer import TrainConfig, lr_at
+from seqkd.util.fsutil import SeqkdError
 
 # --- 4. Word-KD with a temperature ---------------------------------------------------------------
 # Three words + <pad> (id 3, its logit ignored whatever it is). Student logits [0, 2 ln 2, 2 ln 3]:
@@ -157,9 +158,9 @@ def test_schedules_without_warmup_and_at_the_warmup_boundary():
 def test_training_loop_uses_the_schedule(tmp_path, tiny_reverse):
     """A 6-step run (warmup 2, linear): the logged rate per step is the hand value, Adam's first update is
     lr_1 in size (m / sqrt(v) = sign(g) at step 1; within 1e-3 relative) and the last (lr 0) changes nothing."""
-    from seqkd.models import ModelConfig, build_model
-    from seqkd.train import TrainData, train
-    from seqkd.vocab import Vocab
+    from seqkd.data.vocab import Vocab
+    from seqkd.models.marian import ModelConfig, build_model
+    from seqkd.training.trainer import TrainData, train
 
     vocab = Vocab(tiny_reverse[0])
     src, tgt = reverse_task(64, seed=9)
@@ -245,7 +246,7 @@ def test_paired_bootstrap_matches_an_independent_one(systems):
     """report._significance's p-values = this numpy bootstrap's with sacreBLEU's seed (within 2 / 1001: one or
     two resamples at the edge), and within 0.05 with another seed (Monte-Carlo error <= 0.016). Decisions at
     0.05: the clearly worse system is significant, one changed sentence of 200 is not."""
-    from seqkd.report import _significance
+    from seqkd.reproduce.report import _significance
 
     out, refs, hyps = systems
     names = ("much_worse", "close", "one_sentence")
@@ -266,7 +267,7 @@ def test_identical_systems_are_not_significant(systems):
     """Two identical outputs: every resampled difference is 0, so nothing is more extreme than the real
     difference (0) and p should be 1; sacreBLEU's strict `>` on the centred statistic counts none and
     reports (0 + 1) / 1001 instead, which seqkd's report marks significant."""
-    from seqkd.report import _significance
+    from seqkd.reproduce.report import _significance
 
     out, refs, _ = systems
     sig = _significance(out, ["baseline", "same"], refs, 1000)["same"]
@@ -283,7 +284,7 @@ class _Two(torch.nn.Module):
 
 
 def _masks(module, sparsity: float, scheme: str = "class-distribution") -> dict[str, list]:
-    from seqkd.prune import PruneConfig, compute_masks
+    from seqkd.compress.prune import PruneConfig, compute_masks
 
     return {n: m.int().tolist() for n, m in compute_masks(module, PruneConfig(sparsity, scheme)).items()}
 

@@ -10,7 +10,7 @@ import sentencepiece as spm
 from conftest import reverse_task, write_lines
 from transformers import MarianConfig, MarianMTModel, MarianTokenizer
 
-from seqkd.cli import main
+from seqkd.cli.main import main
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +51,8 @@ def test_seq_kd_from_pretrained_marian_folder(tmp_path, opus_like, capsys):
 
 
 def test_word_kd_needs_the_teachers_vocabulary(tmp_path, opus_like, capsys):
-    from seqkd.kd import check_same_vocab
-    from seqkd.vocab import Vocab
+    from seqkd.data.vocab import Vocab
+    from seqkd.training.kd import check_same_vocab
 
     d, src, tgt = opus_like
     s, t = write_lines(tmp_path / "s.txt", src[:100]), write_lines(tmp_path / "t.txt", tgt[:100])

@@ -10,8 +10,8 @@ import sys
 import pytest
 import torch
 
-from seqkd.models import ModelConfig, build_model
-from seqkd.prune import PruneConfig, apply_masks, compute_masks, prunable, schedule, sparsity_report
+from seqkd.compress.prune import PruneConfig, apply_masks, compute_masks, prunable, schedule, sparsity_report
+from seqkd.models.marian import ModelConfig, build_model
 
 
 @pytest.mark.parametrize("scheme", ["class-blind", "class-uniform", "class-distribution"])
@@ -53,9 +53,9 @@ def test_class_blind_prunes_smallest_and_distribution_differs():
 def test_masks_survive_training_and_resume(tmp_path):
     from conftest import reverse_task
 
-    from seqkd.prune import load_masks, save_masks
-    from seqkd.train import TrainConfig, TrainData, train
-    from seqkd.vocab import VocabConfig, train_vocab
+    from seqkd.compress.prune import load_masks, save_masks
+    from seqkd.data.vocab import VocabConfig, train_vocab
+    from seqkd.training.trainer import TrainConfig, TrainData, train
 
     src, tgt = reverse_task(400, seed=4)
     vocab = train_vocab(src, tgt, VocabConfig(size=40), tmp_path / "vocab")
@@ -83,10 +83,10 @@ def test_masks_survive_training_and_resume(tmp_path):
 
 
 def test_int8_export_of_pruned_model_matches_hf(tmp_path, tiny_reverse):
-    from seqkd.decode import DecodeConfig, Translator
-    from seqkd.models import load_model, save_model
-    from seqkd.prune import export_ct2
-    from seqkd.vocab import Vocab
+    from seqkd.data.vocab import Vocab
+    from seqkd.inference.decode import DecodeConfig, Translator
+    from seqkd.inference.export import export_ct2
+    from seqkd.models.marian import load_model, save_model
 
     model_dir, src, _, _ = tiny_reverse
     model = load_model(model_dir)
@@ -101,7 +101,7 @@ def test_int8_export_of_pruned_model_matches_hf(tmp_path, tiny_reverse):
     # CTranslate2's default int8 GEMM on an AMD AVX2 CPU (no VNNI) changed 71 of these 200 toy outputs
     # (0 with MKL), yet kept the validation BLEU of a real d256 student (docs/RESULTS.md section 6)
     # and ran 3x faster than MKL's, so seqkd leaves CTranslate2's choice alone.
-    code = ("import json, sys; from seqkd.decode import DecodeConfig, Translator; "
+    code = ("import json, sys; from seqkd.inference.decode import DecodeConfig, Translator; "
             "tr = Translator(sys.argv[1], DecodeConfig(engine='ct2', compute_type='int8')); "
             "print(json.dumps([h[0].text for h in tr.translate(json.loads(sys.argv[2]), beam=1)]))")
     run = subprocess.run([sys.executable, "-c", code, str(pruned), json.dumps(src)], capture_output=True,
@@ -118,11 +118,11 @@ def test_gradual_schedule_with_finetune_retrains_and_nests(tmp_path, tiny_revers
     """Explicit schedule: every round is a full model; zeros only grow; retraining recovers accuracy."""
     from conftest import reverse_task
 
-    from seqkd.decode import DecodeConfig, Translator
-    from seqkd.models import load_model, save_model
-    from seqkd.prune import load_masks, prune_and_retrain
-    from seqkd.train import TrainConfig, TrainData
-    from seqkd.vocab import Vocab
+    from seqkd.compress.prune import load_masks, prune_and_retrain
+    from seqkd.data.vocab import Vocab
+    from seqkd.inference.decode import DecodeConfig, Translator
+    from seqkd.models.marian import load_model, save_model
+    from seqkd.training.trainer import TrainConfig, TrainData
 
     model_dir, test_src, test_tgt, _ = tiny_reverse
     src, tgt = reverse_task(1500, seed=5)

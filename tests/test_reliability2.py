@@ -16,8 +16,8 @@ import pytest
 from conftest import reverse_task
 from test_bad_input_matrix import fail, lines, pair_files, train_argv
 
-from seqkd.cli import main
-from seqkd.fsutil import SeqkdError, folder_lock
+from seqkd.cli.main import main
+from seqkd.util.fsutil import SeqkdError, folder_lock
 
 
 # --- 4 significance: different texts with the same per-sentence BLEU statistics are not significant ----------------
@@ -28,7 +28,7 @@ def test_equal_statistics_are_not_significant():
     from sacrebleu.metrics import BLEU
     from sacrebleu.significance import PairedTest
 
-    from seqkd.evaluate import paired_significance
+    from seqkd.inference.evaluate import paired_significance
 
     refs = reverse_task(100, seed=5)[1]
 
@@ -137,7 +137,7 @@ def test_long_source_truncated_with_a_warning(tmp_path, capsys, caplog, tiny_rev
     """A source of 600 digits (over 600 tokens) is cut to the model's 512 positions and counted in a warning, as
     is the decode limit 1.5 x 512 + 10 capped at 512; the short line beside it is translated as usual. Forced
     decoding (evaluate's perplexity) cuts a long target the same way."""
-    from seqkd.decode import DecodeConfig, Translator
+    from seqkd.inference.decode import DecodeConfig, Translator
 
     long, short = _digits(600, 1), "1 2 3"
     inp, out = lines(tmp_path / "in.txt", f"{long}\n{short}\n"), tmp_path / "out.txt"
@@ -159,8 +159,8 @@ def endless(tmp_path_factory, tiny_reverse):
     """A random `tiny` model that never ends a sentence (</s> suppressed): it decodes up to the length limit."""
     import torch
 
-    from seqkd.models import ModelConfig, build_model, save_model
-    from seqkd.vocab import Vocab
+    from seqkd.data.vocab import Vocab
+    from seqkd.models.marian import ModelConfig, build_model, save_model
 
     v = Vocab(tiny_reverse[0])
     model = build_model(ModelConfig("tiny"), v.size, v.pad_id, v.eos_id, seed=3)
@@ -176,7 +176,7 @@ def endless(tmp_path_factory, tiny_reverse):
 def test_decode_limit_capped_at_positions(caplog, endless, engine):
     """max_len_b = 600 asks for more tokens than the model has positions (both engines crashed at the 513th):
     the output stops at 512 tokens and the cap is counted in a warning."""
-    from seqkd.decode import DecodeConfig, Translator
+    from seqkd.inference.decode import DecodeConfig, Translator
 
     with caplog.at_level(logging.WARNING, logger="seqkd"):
         hyps = Translator(endless, DecodeConfig(engine=engine, beam=1, max_len_b=600)).translate(["1 2 3"])
@@ -198,7 +198,7 @@ def test_train_holds_the_lock_while_writing_the_vocabulary(tmp_path, capsys, mon
         seen.append(True)
         raise SeqkdError("stopped by the test after the check")
 
-    monkeypatch.setattr("seqkd.vocab.train_vocab", train_vocab)
+    monkeypatch.setattr("seqkd.data.vocab.train_vocab", train_vocab)
     fail(capsys, train_argv(out, *pair_files(tmp_path, "1 2\n", "2 1\n")), "stopped by the test")
     assert seen == [True]
     with folder_lock(out, "training run"):  # released at the end
@@ -239,7 +239,7 @@ def test_a_bad_language_leaves_no_run_folder(tmp_path, capsys, multi30k_dir):
 # --- 3 a save killed between its renames (faults point `model_save`) is refused with one line ------------------------
 SAVE_TWO = """
 import sys
-from seqkd.models import ModelConfig, build_model, save_model
+from seqkd.models.marian import ModelConfig, build_model, save_model
 out = sys.argv[1]
 save_model(build_model(ModelConfig("tiny"), 40, 39, 2, seed=1), out)  # a complete save
 save_model(build_model(ModelConfig("tiny", {"d_model": 32}), 40, 39, 2, seed=2), out)  # killed half-renamed
@@ -252,7 +252,7 @@ def test_a_save_killed_between_its_renames_is_refused_with_one_line(tmp_path):
     (without `saved.json`, the record written last, it would load the wrong weights or fail deep in torch)."""
     import subprocess
 
-    from seqkd.models import check_model_folder, load_model
+    from seqkd.models.marian import check_model_folder, load_model
 
     out = tmp_path / "model"
     p = subprocess.run([sys.executable, "-c", SAVE_TWO, str(out)], env={**os.environ, "SEQKD_FAULT": "model_save:5"},

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from seqkd.report import s1_claim
+from seqkd.reproduce.report import s1_claim
 
 
 def _decoding(sent_per_s: list[float], bleu: float) -> dict:

@@ -77,7 +77,7 @@ def _tree(folder: Path) -> dict[str, tuple[int, int]]:
 
 def _plan(capsys, out: Path, data_dir: Path, *extra: str) -> dict[str, str]:
     """`reproduce --plan` run in-process: {stage: status}."""
-    from seqkd.cli import main
+    from seqkd.cli.main import main
 
     assert main(["reproduce", "--preset", "tiny", "--data-dir", str(data_dir), "--out", str(out), "--plan",
                  *extra]) == 0
@@ -123,7 +123,7 @@ def test_plan_says_what_a_rerun_keeps_and_discards_and_touches_nothing(tiny_run,
     # touched (a run rewrites only the folder's own lock and config.json)
     (moved / "vocab" / "stage.json").write_text('{"hash": "0a1')
     stages = {k: v for k, v in _tree(moved).items() if "/" in k}
-    from seqkd.cli import main
+    from seqkd.cli.main import main
 
     for extra in (["--plan"], []):
         assert main(["reproduce", "--preset", "tiny", "--data-dir", str(link), "--out", str(moved), *extra]) == 2
@@ -186,7 +186,7 @@ def test_tiny_preset_reverse_direction(tmp_path, multi30k_dir):
 @pytest.mark.slow
 def test_killed_reproduce_resumes_and_matches(tiny_run, tmp_path, multi30k_dir):
     """SIGKILLed inside the Seq-KD student's training (by timing), then at exact points
-    (seqkd/faults.py): between stages, during a checkpoint write, while the int8 export is copied.
+    (seqkd/util/faults.py): between stages, during a checkpoint write, while the int8 export is copied.
     After each kill no partial file is visible; the last rerun gives the uninterrupted run's results."""
     from faultlib import assert_no_partial_files, run_killed, run_ok
 

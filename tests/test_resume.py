@@ -90,10 +90,10 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
 
 def _budget_stage(root: Path, tc, data, vocab, plan: bool = False):
     """Stage "s" of a Runner in `root`: a tiny model trained with `tc`; (runner, status it had)."""
-    from seqkd.graph import identity
-    from seqkd.models import ModelConfig, build_model
-    from seqkd.runner import Runner
-    from seqkd.train import train
+    from seqkd.models.marian import ModelConfig, build_model
+    from seqkd.reproduce.graph import identity
+    from seqkd.reproduce.runner import Runner
+    from seqkd.training.trainer import train
 
     def fn(d):
         model = build_model(ModelConfig("tiny"), vocab.size, vocab.pad_id, vocab.eos_id, seed=1)
@@ -112,9 +112,9 @@ def test_raised_patience_and_max_epochs_extend_a_finished_stage_to_where_a_fresh
     being discarded, and ends exactly where a fresh run with that budget ends; other changes still recompute."""
     from dataclasses import replace
 
-    from seqkd import validation
-    from seqkd.train import TrainConfig, TrainData
-    from seqkd.vocab import VocabConfig, train_vocab
+    from seqkd.data.vocab import VocabConfig, train_vocab
+    from seqkd.training import validation
+    from seqkd.training.trainer import TrainConfig, TrainData
 
     src, tgt = reverse_task(300, seed=5)
     data = TrainData(src, tgt, *reverse_task(20, seed=6))

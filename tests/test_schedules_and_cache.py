@@ -7,13 +7,13 @@ from dataclasses import replace
 
 import pytest
 
-from seqkd.cli import load_preset
-from seqkd.data import DataConfig
-from seqkd.fsutil import SeqkdError
-from seqkd.graph import identity
-from seqkd.models import ModelConfig
-from seqkd.runner import Runner
-from seqkd.train import TrainConfig, lr_at
+from seqkd.data.load import DataConfig
+from seqkd.models.marian import ModelConfig
+from seqkd.reproduce.graph import identity
+from seqkd.reproduce.pipeline import load_preset
+from seqkd.reproduce.runner import Runner
+from seqkd.training.trainer import TrainConfig, lr_at
+from seqkd.util.fsutil import SeqkdError
 
 
 @pytest.mark.parametrize("preset", ["tiny", "quick", "multi30k", "multi30k-gpu"])
@@ -38,8 +38,8 @@ def test_cpu_presets_never_force_emulated_bf16(preset):
 def test_bf16_auto_follows_the_cpu_and_on_warns_without_native_bf16(monkeypatch, caplog):
     import torch
 
-    from seqkd import precision
-    from seqkd.pipeline import runs_fp32_control
+    from seqkd.reproduce.pipeline import runs_fp32_control
+    from seqkd.training import precision
 
     cpu = torch.device("cpu")
     grid = replace(load_preset("multi30k"), fp32_control=True)
@@ -143,7 +143,7 @@ def test_stage_reused_after_cosmetic_change_and_move_rerun_after_change_that_mat
 def test_stage_clock_sums_invocations_and_skips_stopped_time(tmp_path):
     import time
 
-    from seqkd.runner import StageClock
+    from seqkd.reproduce.runner import StageClock
 
     path = tmp_path / "clock.json"
     with StageClock(path, every=0.05) as c:
@@ -157,7 +157,7 @@ def test_stage_clock_sums_invocations_and_skips_stopped_time(tmp_path):
 
 
 def test_fast_pick_is_the_fastest_within_budget_else_the_best():
-    from seqkd.stages import choose_fast
+    from seqkd.reproduce.stages import choose_fast
 
     rows = {"a": {"val_bleu_greedy": 35.0, "val_sent_per_s_greedy": 900.0},
             "b": {"val_bleu_greedy": 36.5, "val_sent_per_s_greedy": 500.0},
@@ -168,7 +168,7 @@ def test_fast_pick_is_the_fastest_within_budget_else_the_best():
 
 
 def test_grid_config_errors_surface_before_any_work():
-    from seqkd.pipeline import check_config
+    from seqkd.reproduce.pipeline import check_config
 
     cfg = load_preset("tiny")
     with pytest.raises(SeqkdError, match="pruned_80"):
@@ -198,7 +198,7 @@ def test_collapsed_student_fails_the_stage_instead_of_being_cached(tmp_path):
     against the teacher's 41.60) stops the grid, is not marked done, and fails again on rerun."""
     import json
 
-    from seqkd.stages import Stages
+    from seqkd.reproduce.stages import Stages
 
     cfg = replace(load_preset("multi30k"), min_student_fraction=0.5)
     r = Runner(tmp_path, progress=False)
@@ -226,8 +226,8 @@ def test_collapsed_student_fails_the_stage_instead_of_being_cached(tmp_path):
 def test_fast_train_is_the_fast_students_recipe(tmp_path, monkeypatch):
     """`fast_train` parses from a preset mapping and is the recipe a student stage given it trains with."""
     from seqkd.config import from_dict
-    from seqkd.pipeline import ReproduceConfig
-    from seqkd.stages import Stages
+    from seqkd.reproduce.pipeline import ReproduceConfig
+    from seqkd.reproduce.stages import Stages
 
     cfg = from_dict(ReproduceConfig, {"fast_train": {"lr": 5e-4, "warmup_steps": 1000},
                                       "student_train": {"lr": 1.2e-3, "warmup_steps": 300}})
@@ -246,8 +246,8 @@ def test_stacked_fast_stage_grows_from_its_parent_stage(tmp_path, monkeypatch, t
     the fast recipe; the grown starting point is not left in the stage folder."""
     import shutil
 
-    from seqkd.models import load_model
-    from seqkd.stages import Stages
+    from seqkd.models.marian import load_model
+    from seqkd.reproduce.stages import Stages
 
     cfg = replace(load_preset("tiny"), min_student_fraction=0.0)
     s = Stages(cfg, Runner(tmp_path, progress=False), None, progress=False)
@@ -273,8 +273,7 @@ def test_val_bleu_on_a_gpu_ctranslate2_cannot_use_falls_back_to_hf_on_that_gpu(m
     """The CTranslate2 wheel needs CUDA 12's cuBLAS: on a CUDA 13 machine validation decodes with HF on the GPU."""
     from types import SimpleNamespace
 
-    import seqkd.decode as decode
-    from seqkd import validation
+    from seqkd.training import validation
 
     engines = []
 
@@ -288,7 +287,7 @@ def test_val_bleu_on_a_gpu_ctranslate2_cannot_use_falls_back_to_hf_on_that_gpu(m
                 raise RuntimeError("Library libcublas.so.12 is not found or cannot be loaded")
             return [[SimpleNamespace(text=s)] for s in src]
 
-    monkeypatch.setattr(decode, "Translator", FakeTranslator)
+    monkeypatch.setattr(validation, "Translator", FakeTranslator)
     monkeypatch.setattr(validation, "save_model", lambda model, path: None)
     vocab = SimpleNamespace(save_to=lambda path: None)
     on_gpu = SimpleNamespace(parameters=lambda: iter([SimpleNamespace(is_cuda=True)]))

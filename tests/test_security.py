@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from seqkd import corpus
-from seqkd.fsutil import SeqkdError
+from seqkd.data import corpus
+from seqkd.util.fsutil import SeqkdError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -141,7 +141,7 @@ def scanned_files() -> list[Path]:
 def test_no_pickle_or_eval_in_seqkd_and_benchmarks():
     """The package and the benchmarks never unpickle, never eval/exec."""
     files = scanned_files()
-    assert ROOT / "seqkd" / "corpus.py" in files and any(f.parent.name == "benchmarks" for f in files)
+    assert ROOT / "seqkd" / "data" / "corpus.py" in files and any(f.parent.name == "benchmarks" for f in files)
     found = [hit for f in files for hit in unsafe_patterns(f.read_text(encoding="utf-8"), str(f.relative_to(ROOT)))]
     assert found == []
 
@@ -287,17 +287,17 @@ def test_redirect_to_http_refused(tmp_path, fake_urlopen):
 
 
 # --- 4 exit codes --------------------------------------------------------------------------------------
-# `python -m seqkd ARGS`, after replacing seqkd.corpus.read_parallel (which `seqkd shortlist` calls
+# `python -m seqkd ARGS`, after replacing seqkd.data.corpus.read_parallel (which `seqkd shortlist` calls
 # first) by one that raises the exception named in $SEQKD_INJECT.
 INJECT = textwrap.dedent("""
     import os, runpy, sys
-    import seqkd.corpus
-    from seqkd.fsutil import SeqkdError
+    import seqkd.data.corpus
+    from seqkd.util.fsutil import SeqkdError
     exc = {"TypeError": TypeError, "AttributeError": AttributeError, "SeqkdError": SeqkdError}
     exc = exc[os.environ["SEQKD_INJECT"]]
     def read_parallel(*args, **kwargs):
         raise exc("injected failure")
-    seqkd.corpus.read_parallel = read_parallel
+    seqkd.data.corpus.read_parallel = read_parallel
     sys.argv = ["seqkd", *sys.argv[1:]]
     runpy.run_module("seqkd", run_name="__main__", alter_sys=True)
 """)

@@ -14,8 +14,10 @@ import pytest
 import torch
 from conftest import reverse_task
 
-from seqkd import decode, models, prune
-from seqkd.fsutil import SeqkdError
+from seqkd.compress import prune
+from seqkd.inference import decode
+from seqkd.models import marian
+from seqkd.util.fsutil import SeqkdError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,13 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     """An untrained `tiny` model folder with its tokenizer (built in about a second)."""
-    from seqkd.vocab import VocabConfig, train_vocab
+    from seqkd.data.vocab import VocabConfig, train_vocab
 
     root = tmp_path_factory.mktemp("security")
     src, tgt = reverse_task(200, seed=1)
     vocab = train_vocab(src, tgt, VocabConfig(size=40), root / "vocab")
-    model = models.build_model(models.ModelConfig("tiny"), vocab.size, vocab.pad_id, vocab.eos_id)
-    models.save_model(model, root / "model")
+    model = marian.build_model(marian.ModelConfig("tiny"), vocab.size, vocab.pad_id, vocab.eos_id)
+    marian.save_model(model, root / "model")
     vocab.save_to(root / "model")
     return root / "model"
 
@@ -99,7 +101,7 @@ def test_pickle_only_folder_refused_never_unpickled(tmp_path, model_dir, torch_l
     marker = tmp_path / "UNPICKLED"
     plant_pickle(d, marker)
     messages = []
-    for load in (models.load_model, decode.ct2_dir):
+    for load in (marian.load_model, decode.ct2_dir):
         with pytest.raises(SeqkdError) as e:
             load(d)
         messages.append(str(e.value))
@@ -118,8 +120,8 @@ def test_safetensors_chosen_over_a_planted_pickle(tmp_path, model_dir, torch_loa
     d = copy_model(model_dir, tmp_path / "model")
     marker = tmp_path / "UNPICKLED"
     plant_pickle(d, marker)
-    model = models.load_model(d)
-    assert model.config.d_model == models.SIZES["tiny"]["d_model"]
+    model = marian.load_model(d)
+    assert model.config.d_model == marian.SIZES["tiny"]["d_model"]
     assert (decode.ct2_dir(d) / "model.bin").exists()
     assert torch_loads == [] and not marker.exists()
 
@@ -163,7 +165,7 @@ def test_corrupt_model_folder_is_a_seqkd_error(tmp_path, model_dir, case):
     breaks, words, ct2_too = CORRUPT[case]
     d = copy_model(model_dir, tmp_path / "model")
     breaks(d)
-    for load in (models.load_model, decode.ct2_dir) if ct2_too else (models.load_model,):
+    for load in (marian.load_model, decode.ct2_dir) if ct2_too else (marian.load_model,):
         with pytest.raises(SeqkdError) as e:
             load(d)
         assert str(d) in str(e.value) and words in str(e.value), e.value
@@ -182,9 +184,9 @@ def _raiser(exc: type[Exception]):
 
 @pytest.mark.parametrize("exc", BUGS, ids=lambda e: e.__name__)
 def test_load_model_lets_a_bug_through(tmp_path, model_dir, monkeypatch, exc):
-    monkeypatch.setattr(models.MarianMTModel, "from_pretrained", _raiser(exc))
+    monkeypatch.setattr(marian.MarianMTModel, "from_pretrained", _raiser(exc))
     with pytest.raises(exc, match="injected bug"):
-        models.load_model(model_dir)
+        marian.load_model(model_dir)
 
 
 @pytest.mark.parametrize("exc", BUGS, ids=lambda e: e.__name__)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from conftest import reverse_task
 
-from seqkd.decode import DecodeConfig, Translator
-from seqkd.shortlist import ShortlistConfig, build_vmap, vmap_stats, write_vmap
-from seqkd.vocab import Vocab
+from seqkd.data.vocab import Vocab
+from seqkd.inference.decode import DecodeConfig, Translator
+from seqkd.inference.shortlist import ShortlistConfig, build_vmap, vmap_stats, write_vmap
 
 SPECIAL = {"</s>", "<unk>", "<pad>"}
 
@@ -63,9 +63,9 @@ def test_deep_shallow_sizes_train_export_and_match_hf(tmp_path, size):
     import json
     import math
 
-    from seqkd.models import ModelConfig, build_model
-    from seqkd.train import TrainConfig, TrainData, train
-    from seqkd.vocab import VocabConfig, train_vocab
+    from seqkd.data.vocab import VocabConfig, train_vocab
+    from seqkd.models.marian import ModelConfig, build_model
+    from seqkd.training.trainer import TrainConfig, TrainData, train
 
     src, tgt = reverse_task(3000, seed=1)
     vs, vt = reverse_task(100, seed=2)
@@ -91,7 +91,7 @@ def test_deep_shallow_sizes_train_export_and_match_hf(tmp_path, size):
 
 
 def test_bench_reports_median_spread_and_latency(tiny_reverse, tmp_path):
-    from seqkd.bench import bench, frontier_plot, percentile, table
+    from seqkd.inference.bench import bench, frontier_plot, percentile, table
 
     model_dir, src, tgt, _ = tiny_reverse
     assert percentile([1, 2, 3, 4, 5], 50) == 3 and percentile([1, 2, 3, 4, 5], 95) == pytest.approx(4.8)
@@ -122,7 +122,7 @@ def test_bench_reports_median_spread_and_latency(tiny_reverse, tmp_path):
 def test_frontier_series_best_layout_per_panel_and_s1_best_against_best():
     """One series per model x engine (marker = model, colour = engine), one point per search: the most
     sentences/s and the least p50 over the thread layouts, which may come from different layouts."""
-    from seqkd.bench import frontier_series
+    from seqkd.inference.bench import frontier_series
 
     def row(model, engine, vmap, inter, search, sps, p50, bleu):
         return {"model": f"runs/x/{model}", "engine": engine, "vmap": vmap, "threads": 2, "inter_threads": inter,
@@ -145,7 +145,7 @@ def test_frontier_series_best_layout_per_panel_and_s1_best_against_best():
     assert s["teacher ct2"].style[0] != s["student ct2-int8"].style[0]  # colours tell the engines apart
     assert s["student ct2 +vmap"].style[1] == s["student ct2-int8"].style[1]
 
-    from seqkd.bench import best_against_best  # S1: fastest student greedy over fastest teacher beam
+    from seqkd.inference.bench import best_against_best  # S1: fastest student greedy over fastest teacher beam
 
     for r in rows:
         r.update(sent_per_s_min=r["sent_per_s"] * 0.9, sent_per_s_max=r["sent_per_s"] * 1.1)
@@ -157,7 +157,7 @@ def test_frontier_series_best_layout_per_panel_and_s1_best_against_best():
 
 
 def test_pareto_front():
-    from seqkd.plots import pareto
+    from seqkd.inference.plots import pareto
 
     pts = [(1, 10), (2, 9), (3, 5), (1.5, 8), (3, 4)]  # (speed, BLEU): (1.5, 8) and (3, 4) are dominated
     assert pareto(pts) == [0, 1, 2]
@@ -170,7 +170,7 @@ def test_export_carries_the_shortlist(tiny_reverse, tmp_path):
     without the shortlist, reused a conversion made without it."""
     import ctranslate2
 
-    from seqkd.prune import export_ct2
+    from seqkd.inference.export import export_ct2
 
     model_dir, src, _, _ = tiny_reverse
     v = Vocab(model_dir)

@@ -5,17 +5,17 @@ from __future__ import annotations
 import pytest
 import sacrebleu
 
-from seqkd.fsutil import SeqkdError
+from seqkd.util.fsutil import SeqkdError
 
 
 def test_shrink_drops_layers_and_retraining_recovers(tmp_path, tiny_reverse):
     from conftest import reverse_task
 
-    from seqkd.decode import DecodeConfig, Translator
-    from seqkd.models import load_model
-    from seqkd.shrink import ShrinkConfig, shrink
-    from seqkd.train import TrainConfig, TrainData, train
-    from seqkd.vocab import Vocab
+    from seqkd.data.vocab import Vocab
+    from seqkd.inference.decode import DecodeConfig, Translator
+    from seqkd.models.marian import load_model
+    from seqkd.models.shrink import ShrinkConfig, shrink
+    from seqkd.training.trainer import TrainConfig, TrainData, train
 
     model_dir, test_src, test_tgt, _ = tiny_reverse
     rep = shrink(model_dir, tmp_path / "small", ShrinkConfig(keep_decoder_layers=[1]))
@@ -42,7 +42,7 @@ def test_shrink_drops_layers_and_retraining_recovers(tmp_path, tiny_reverse):
 
 
 def test_shrink_rejects_bad_layer_lists(tmp_path, tiny_reverse):
-    from seqkd.shrink import ShrinkConfig, shrink
+    from seqkd.models.shrink import ShrinkConfig, shrink
 
     model_dir = tiny_reverse[0]
     for keep in ([2], [1, 0], [0, 0]):
@@ -53,10 +53,10 @@ def test_shrink_rejects_bad_layer_lists(tmp_path, tiny_reverse):
 def test_stack_repeats_trained_layers_and_the_deeper_model_decodes(tmp_path, tiny_reverse):
     import json
 
-    from seqkd.cli import main
-    from seqkd.decode import DecodeConfig, Translator
-    from seqkd.models import load_model
-    from seqkd.shrink import stack
+    from seqkd.cli.main import main
+    from seqkd.inference.decode import DecodeConfig, Translator
+    from seqkd.models.marian import load_model
+    from seqkd.models.shrink import stack
 
     model_dir, test_src, _, _ = tiny_reverse
     parent = load_model(model_dir)  # tiny: 2+2 layers

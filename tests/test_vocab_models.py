@@ -7,9 +7,9 @@ import torch
 from conftest import reverse_task
 from transformers import AutoTokenizer, MarianMTModel
 
-from seqkd.fsutil import SeqkdError
-from seqkd.models import SIZES, ModelConfig, build_model, count_params, save_model
-from seqkd.vocab import Vocab, VocabConfig, train_vocab
+from seqkd.data.vocab import Vocab, VocabConfig, train_vocab
+from seqkd.models.marian import SIZES, ModelConfig, build_model, count_params, save_model
+from seqkd.util.fsutil import SeqkdError
 
 
 @pytest.mark.parametrize("joint,model_type", [(True, "unigram"), (False, "bpe")])
@@ -28,7 +28,7 @@ def test_vocab_layout_and_transformers_only_loading(tmp_path, joint, model_type)
     assert tok(text_target=["7 1"])["input_ids"] == v.encode_tgt(["7 1"])
     assert v.decode_ids(v.encode_tgt(["seven 1 2"])[0]) == "seven 1 2"
     torch.testing.assert_close(loaded.model.shared.weight, model.model.shared.weight)
-    from seqkd.models import load_model
+    from seqkd.models.marian import load_model
 
     ours = load_model(tmp_path / "m")  # position tables stay constants: not trained, not pruned, not counted
     assert not any(p.requires_grad for n, p in ours.named_parameters() if "embed_positions" in n)

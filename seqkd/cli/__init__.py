@@ -1,0 +1,1 @@
+"""The `seqkd` command line: `main` builds the parser and runs one function per subcommand."""

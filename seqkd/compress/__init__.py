@@ -1,0 +1,1 @@
+"""Compression: magnitude pruning with retraining under masks."""

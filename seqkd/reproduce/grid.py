@@ -1,0 +1,302 @@
+"""Running the declared grid (`graph`): restore what the run archive holds, run what is missing (one stage
+at a time, or `jobs` side by side), stop at a stage boundary inside a time limit, keep the archive small.
+
+A stage is handled when its inputs are finished, in declaration order:
+1. finished in the run folder under its identity: reused (and archived if the archive lacks it);
+2. in the archive under its identity, with its payload or with no stage still to run needing it: restored;
+3. otherwise run, if its estimated time fits what is left of `--time-limit`; then archived.
+After each stage, archived weights that no stage still to run needs, and that no user needs, are dropped.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import statistics
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from seqkd.reproduce.archive import Archive
+from seqkd.reproduce.graph import KEEP, STANDS_FOR, Stage, stage_hashes
+from seqkd.reproduce.machine import machine_gflops, machine_info, same_machine
+from seqkd.reproduce.runner import ARCHIVED, Runner, StopAfter
+from seqkd.reproduce.stages import Stages
+from seqkd.util.fsutil import read_json
+
+log = logging.getLogger(__name__)
+
+USER_MODELS = ("teacher", "best_int8")  # kept in the archive for good, beside the choices' picks
+USER_PICKS = ("best", "fast", "int8_pick")
+
+
+def weight_chain(graph: list[Stage], s: Stage, finished: set[str]) -> list[Stage]:
+    """The unfinished stages that read the weights stage `s` makes, and the weights those make, in turn (a
+    student's evaluation and Seq-Inter fine-tuning, a pruning round's next round). Under a time limit `s` starts
+    only if its chain fits too: a chapter that ended between a student and its fine-tuning would leave weights
+    in the archive that only a stage still to run reads. The chain ends at a choice and at a model kept for
+    users (the teacher), whose weights the archive keeps anyway."""
+    out: list[Stage] = []
+    stack = [s]
+    while stack:
+        p = stack.pop()
+        if KEEP[p.kind] != "model" or p.name in USER_MODELS:
+            continue
+        for c in graph:
+            reads = c.inputs if c.reads is None else c.reads
+            if p.name in reads and c.name not in finished and c is not s and c not in out:
+                out.append(c)
+                stack.append(c)
+    return out
+
+
+class TimeLimitReached(Exception):
+    """Raised when the next stage to run would not finish inside the time limit; `remaining`: the stages not
+    finished, `seconds`: their estimated total (stages with no estimate count as 0), `unknown`: those."""
+
+    def __init__(self, remaining: list[str], seconds: float, unknown: list[str]):
+        super().__init__(f"{len(remaining)} stages remain")
+        self.remaining, self.seconds, self.unknown = remaining, seconds, unknown
+
+
+@dataclass
+class GridOptions:
+    archive: str | None = None
+    time_limit_min: float = 0.0
+    jobs: int = 1
+
+
+class Grid:
+    def __init__(self, graph: list[Stage], cfg, runner: Runner, stages, opts: GridOptions):
+        self.graph, self.cfg, self.r, self.S, self.opts = graph, cfg, runner, stages, opts
+        self.by = {s.name: s for s in graph}
+        self.h = stage_hashes(graph)
+        self.r.hashes.update(self.h)
+        self.archive = Archive(opts.archive) if opts.archive else None
+        self.deadline = time.time() + 60 * opts.time_limit_min if opts.time_limit_min else None
+        self.finished: set[str] = set()
+        self._picks: dict[str, str] = {}  # decided choices (a pick never changes within a run)
+
+    # --- where each stage's work is --------------------------------------------------------------
+    def local_done(self, name: str) -> bool:
+        p = self.r.out / name / "stage.json"
+        return p.exists() and read_json(p, ["hash"]).get("hash") == self.h[name]
+
+    def entry(self, name: str) -> dict | None:
+        return self.archive.entry(name, self.h[name]) if self.archive else None
+
+    def pick(self, name: str) -> str | None:
+        """The stage a finished choice stage chose, else None (read once: `needs` asks after every stage)."""
+        if name not in self._picks:
+            if self.local_done(name):
+                self._picks[name] = read_json(self.r.out / name / "pick.json", ["model"])["model"]
+            elif self.entry(name):
+                self._picks[name] = json.loads(self.archive.read(name, self.h[name], "pick.json"))["model"]
+        return self._picks.get(name)
+
+    def needs(self, name: str) -> set[str]:
+        """The stages whose payload stage `name` reads (`Stage.reads`), and for one that stands for another's
+        model (a choice, an export), that model's stage: the pick, or every candidate while undecided."""
+        s = self.by[name]
+        out: set[str] = set()
+        stack = list(s.inputs if s.reads is None else s.reads)
+        while stack:
+            i = stack.pop()
+            out.add(i)
+            if self.by[i].kind in STANDS_FOR:
+                p = self.pick(i) if self.by[i].kind == "choice" else None
+                stack += [p] if p else list(self.by[i].inputs)
+        return out
+
+    def to_run(self) -> set[str]:
+        """The stages that must run: those neither finished here nor archived, and archived ones whose payload
+        is not archived while a stage to run needs it (a dropped model, a top-k cache)."""
+        todo = {s.name for s in self.graph if not self.local_done(s.name) and not self.entry(s.name)}
+        while True:
+            needed = set().union(*(self.needs(n) for n in todo)) if todo else set()
+            more = {n for n in needed - todo if not self.local_done(n) and KEEP[self.by[n].kind] != "record"
+                    and not self.entry(n).get("payload", True)}
+            if not more:
+                return todo
+            todo |= more
+
+    # --- estimates -----------------------------------------------------------------------------------
+    def estimate(self, s: Stage) -> float | None:
+        """Seconds stage `s` will take here: the median of its clocks measured on this kind of machine (the
+        archive's entries of any identity), else the preset's estimate (by stage name, else by what the stage does:
+        `Stage.body`'s method such as `finetune`, else by kind) scaled by this machine's speed; minus
+        the clock its folder already holds."""
+        here = machine_info(self.cfg.threads)
+        clocks = [e["seconds"] for e in self.archive.clocks() if e["name"] == s.name
+                  and same_machine(e.get("machine", {}), here)] if self.archive else []
+        if clocks:
+            est = statistics.median(clocks)
+        elif key := next((k for k in (s.name, s.body[0], s.kind) if k in self.cfg.estimates), None):
+            est = 60 * float(self.cfg.estimates[key])
+            if self.cfg.estimate_gflops:
+                est *= self.cfg.estimate_gflops / machine_gflops()
+        else:
+            return None
+        clock = self.r.out / s.name / "clock.json"
+        spent = read_json(clock, ["seconds"])["seconds"] if clock.exists() else 0.0
+        return max(0.0, est - spent)
+
+    def _stop(self) -> TimeLimitReached:
+        rest = [s for s in self.graph if s.name not in self.finished]
+        ests = {s.name: self.estimate(s) for s in rest}
+        return TimeLimitReached([s.name for s in rest], sum(e or 0.0 for e in ests.values()),
+                                [n for n, e in ests.items() if e is None])
+
+    # --- handling one stage ----------------------------------------------------------------------------
+    def _reuse_or_restore(self, s: Stage, todo: set[str]) -> bool:
+        """Finish stage `s` without running it when its work is here or in the archive; whether it was."""
+        if self.local_done(s.name):
+            self.r.stage(s.name, list(s.inputs), s.params, s.fn(self.S), s.train)
+            self._archive(s)
+            return True
+        e = self.entry(s.name)
+        if e is None or s.name in todo:
+            return False
+        self.archive.restore(s.name, self.h[s.name], self.r.out / s.name)
+        self.r.finish(s.name, self.h[s.name], e["seconds"], e.get("machine", {}))
+        log.info("stage %s: restored from the archive", s.name)
+        return True
+
+    def _archive(self, s: Stage) -> None:
+        if self.archive and not self.entry(s.name):
+            self.archive.save(s.name, self.h[s.name], s.kind, self.r.out / s.name, self.r.seconds[s.name],
+                              self.r.machines.get(s.name, {}), payload=KEEP[s.kind] != "never")
+
+    def _finished(self, s: Stage, todo: set[str]) -> None:
+        self.finished.add(s.name)
+        todo.discard(s.name)
+        if self.archive:
+            self._tidy(todo)
+        if s.name == self.r.stop_after:
+            raise StopAfter(s.name)
+
+    def _tidy(self, todo: set[str]) -> None:
+        """Drop archived weights that no stage still to run needs and no user needs."""
+        needed = set().union(*(self.needs(n) for n in todo)) if todo else set()
+        keep = set(USER_MODELS) | {self.pick(c) for c in USER_PICKS if c in self.by}
+        for s in self.graph:
+            drop = KEEP[s.kind] == "model" and s.name not in needed | keep
+            if drop and self.archive.has_payload(s.name, self.h[s.name]):
+                self.archive.drop_payload(s.name, self.h[s.name])
+
+    # --- the walk ----------------------------------------------------------------------------------------
+    def plan(self) -> list[tuple[str, str, float]]:
+        """Each stage's (name, status, seconds so far) under these settings; runs and writes nothing."""
+        todo = self.to_run()
+        for s in self.graph:
+            e = self.entry(s.name)
+            if not self.local_done(s.name) and e is not None and s.name not in todo:
+                self.r.rows.append((s.name, ARCHIVED, e["seconds"]))
+            else:
+                self.r.stage(s.name, list(s.inputs), s.params, s.fn(self.S), s.train)
+        return self.r.rows
+
+    def run(self) -> None:
+        """Run the grid to its end (or to `stop_after`, or to the time limit: TimeLimitReached)."""
+        todo = self.to_run()
+        log.info("grid: %d stages, %d to run", len(self.graph), len(todo))
+        if self.opts.jobs > 1:
+            return self._run_parallel(todo)
+        for s in self.graph:
+            if not self._reuse_or_restore(s, todo):
+                self._check_time(s)
+                self.r.stage(s.name, list(s.inputs), s.params, s.fn(self.S), s.train)
+                self._archive(s)
+            self._finished(s, todo)
+
+    def _check_time(self, s: Stage) -> None:
+        """TimeLimitReached unless stage `s` and its `chain` fit in the time left (by their estimates)."""
+        if self.deadline is None:
+            return
+        est = self.estimate(s)
+        if est is None:
+            return
+        chain = weight_chain(self.graph, s, self.finished)
+        total = est + sum(self.estimate(c) or 0.0 for c in chain)
+        if time.time() + total > self.deadline:
+            log.info("stage %s%s: about %.1f min, more than the %.1f min left", s.name,
+                     f" and the {len(chain)} stages that read its weights" if chain else "", total / 60,
+                     (self.deadline - time.time()) / 60)
+            raise self._stop()
+
+    def _run_parallel(self, todo: set[str]) -> None:
+        """Up to `jobs` stages at once, each in its own process with threads / jobs threads; a `solo` stage
+        waits for the running ones to end, then runs alone with all the threads."""
+        jobs = self.opts.jobs
+        every = self.cfg.threads or os.cpu_count() or 1
+        running: dict[Future, Stage] = {}
+        stop: TimeLimitReached | None = None
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_die_with_parent) as pool:
+            while len(self.finished) < len(self.graph):
+                if not stop:
+                    stop = self._submit(pool, running, todo, jobs, every)
+                if not running:
+                    if stop:
+                        raise self._stop()
+                    if len(self.finished) < len(self.graph):
+                        raise RuntimeError("grid: no stage can run (a cycle in the declarations?)")
+                    return
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for f in done:
+                    s = running.pop(f)
+                    seconds, machine = f.result()
+                    self.r.seconds[s.name], self.r.machines[s.name] = seconds, machine
+                    self.r.ran.append(s.name)
+                    self._archive(s)
+                    self._finished(s, todo)
+
+    def _submit(self, pool, running: dict, todo: set[str], jobs: int, every: int) -> TimeLimitReached | None:
+        """Start the stages that can start now, in the graph's order; the time limit's stop, if it was reached."""
+        for s in self.graph:
+            if any(r.solo for r in running.values()):
+                return None
+            if s.name in self.finished or s in running.values() or not self.finished.issuperset(s.inputs):
+                continue
+            if self._reuse_or_restore(s, todo):
+                self._finished(s, todo)
+                continue
+            if s.solo and running:
+                return None  # nothing after it in the graph's order starts before it
+            if len(running) >= jobs:
+                continue
+            try:
+                self._check_time(s)
+            except TimeLimitReached as e:
+                return e
+            threads = every if s.solo else max(1, every // jobs)
+            log.info("stage %s: running (%d threads)", s.name, threads)
+            running[pool.submit(_work, self.cfg, self.r.out, s, self.h, threads, self.S.refs, self.S.test,
+                                self.r.progress)] = s
+        return None
+
+
+def _die_with_parent() -> None:
+    """A worker is killed with the grid's process (Linux: PR_SET_PDEATHSIG), so a `kill -9` of the grid leaves no
+    stage running on beside its rerun."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: workers end when their stage does
+        pass
+
+
+def _work(cfg, out: Path, s: Stage, hashes: dict, threads: int, refs, test, progress: bool) -> tuple[float, dict]:
+    """Run one stage in a worker process with `threads` threads; (its clock seconds, its machine)."""
+    torch.set_num_threads(threads)
+    cfg = replace(cfg, threads=threads)
+    r = Runner(out, progress)
+    r.hashes.update(hashes)
+    r.stage(s.name, list(s.inputs), s.params, s.fn(Stages(cfg, r, refs, progress, test)), s.train)
+    return r.seconds[s.name], r.machines[s.name]

@@ -1,0 +1,1 @@
+"""Training: the trainer, its losses (NLL, Word-KD), validation, checkpoints, precision and torchrun."""
