@@ -117,23 +117,24 @@ def test_an_entry_made_with_other_settings_is_not_used(tiny_run, multi30k_dir, t
 
 
 def test_time_limit_stops_at_a_boundary_and_the_rerun_completes(tiny_run, multi30k_dir, tmp_path):
-    """With the last stages missing from the archive and `speed` estimated at 100 minutes, a 1-minute limit runs
-    what fits, stops before `speed` (exit 0, a line naming what remains) and archives it; a rerun in another
-    fresh folder (another machine) restores it and finishes with the uninterrupted run's results."""
+    """With the last stages missing from the archive and `best_int8` estimated at 100 minutes, a 1-minute limit
+    passes over `best_int8` (and its evaluation, which needs it), still runs `speed`, which comes later and fits,
+    stops (exit 0, a line naming what remains) and archives what ran; a rerun in another fresh folder (another
+    machine) restores it and finishes with the uninterrupted run's results."""
     out, _ = tiny_run
     arch = _copy_archive(tiny_run, tmp_path / "archive", drop=("best_int8", "eval_best_int8", "speed"))
     first = tmp_path / "first"
     p = subprocess.run(reproduce_cmd(first, multi30k_dir, "--archive", str(arch), "--time-limit", "1",
-                                     "--set", "estimates.speed=100"),
+                                     "--set", "estimates.best_int8=100"),
                        check=True, capture_output=True, text=True, timeout=600)
-    assert "time limit: stopped at a stage boundary; 1 stages remain, about 1.7 h, next speed" in p.stdout, p.stdout
-    assert (first / "eval_best_int8" / "stage.json").exists() and not (first / "speed").exists()
-    assert not (first / "results.json").exists() and list((arch / "stages").glob("eval_best_int8@*.json"))
+    assert "time limit: stopped at a stage boundary; 2 stages remain, about 1.7 h, next best_int8" in p.stdout, p.stdout
+    assert (first / "speed" / "stage.json").exists() and not (first / "best_int8").exists()
+    assert not (first / "results.json").exists() and list((arch / "stages").glob("speed@*.json"))
     second = tmp_path / "second"
     subprocess.run(reproduce_cmd(second, multi30k_dir, "--archive", str(arch)), check=True, capture_output=True,
                    timeout=600)
     b = _results(second)
-    assert b["stages_run_now"] == ["shortlist", "speed"]  # a shortlist is rebuilt where needed, never archived
+    assert b["stages_run_now"] == ["best_int8", "eval_best_int8"]
     same_results(_results(out), b)
 
 
@@ -161,7 +162,7 @@ def test_a_stage_starts_under_a_time_limit_only_if_the_stages_reading_its_weight
     assert weight_chain(graph, by["teacher"], set()) == []  # a model users keep ends a chain
     assert weight_chain(graph, by["baseline"], {"eval_baseline", "baseline+seq_inter", "eval_baseline+seq_inter"}) == []
     g = Grid.__new__(Grid)
-    g.graph, g.finished, g.deadline = graph, set(), time.time() + 150
+    g.graph, g.finished, g.deadline, g._passed_over = graph, set(), time.time() + 150, set()
     monkeypatch.setattr(Grid, "estimate", lambda self, s: 60.0)
     g._check_time(by["teacher"])
     with pytest.raises(TimeLimitReached):

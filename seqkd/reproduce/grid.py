@@ -83,6 +83,7 @@ class Grid:
         self.deadline = time.time() + 60 * opts.time_limit_min if opts.time_limit_min else None
         self.finished: set[str] = set()
         self._picks: dict[str, str] = {}  # decided choices (a pick never changes within a run)
+        self._passed_over: set[str] = set()  # stages that did not fit in the time limit (logged once)
 
     # --- where each stage's work is --------------------------------------------------------------
     def local_done(self, name: str) -> bool:
@@ -209,12 +210,21 @@ class Grid:
         log.info("grid: %d stages, %d to run", len(self.graph), len(todo))
         if self.opts.jobs > 1:
             return self._run_parallel(todo)
+        stop: TimeLimitReached | None = None
         for s in self.graph:
+            if not self.finished.issuperset(s.inputs):
+                continue  # an input did not fit in the time limit
             if not self._reuse_or_restore(s, todo):
-                self._check_time(s)
+                try:
+                    self._check_time(s)
+                except TimeLimitReached as e:
+                    stop = stop or e  # a later stage that fits may still run
+                    continue
                 self.r.stage(s.name, list(s.inputs), s.params, s.fn(self.S), s.train)
                 self._archive(s)
             self._finished(s, todo)
+        if stop:
+            raise self._stop()
 
     def _check_time(self, s: Stage) -> None:
         """TimeLimitReached unless stage `s` and its `chain` fit in the time left (by their estimates)."""
@@ -226,6 +236,9 @@ class Grid:
         chain = weight_chain(self.graph, s, self.finished)
         total = est + sum(self.estimate(c) or 0.0 for c in chain)
         if time.time() + total > self.deadline:
+            if s.name in self._passed_over:
+                raise self._stop()
+            self._passed_over.add(s.name)
             log.info("stage %s%s: about %.1f min, more than the %.1f min left", s.name,
                      f" and the {len(chain)} stages that read its weights" if chain else "", total / 60,
                      (self.deadline - time.time()) / 60)
@@ -241,8 +254,7 @@ class Grid:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_die_with_parent) as pool:
             while len(self.finished) < len(self.graph):
-                if not stop:
-                    stop = self._submit(pool, running, todo, jobs, every)
+                stop = self._submit(pool, running, todo, jobs, every)
                 if not running:
                     if stop:
                         raise self._stop()
@@ -259,28 +271,31 @@ class Grid:
                     self._finished(s, todo)
 
     def _submit(self, pool, running: dict, todo: set[str], jobs: int, every: int) -> TimeLimitReached | None:
-        """Start the stages that can start now, in the graph's order; the time limit's stop, if it was reached."""
+        """Start the stages that can start now, in the graph's order; a stage that does not fit in the time limit
+        is passed over (a later one that fits still starts); the time limit's stop if one was passed over."""
+        stop = None
         for s in self.graph:
             if any(r.solo for r in running.values()):
-                return None
+                return stop
             if s.name in self.finished or s in running.values() or not self.finished.issuperset(s.inputs):
                 continue
             if self._reuse_or_restore(s, todo):
                 self._finished(s, todo)
                 continue
             if s.solo and running:
-                return None  # nothing after it in the graph's order starts before it
+                return stop  # nothing after it in the graph's order starts before it
             if len(running) >= jobs:
                 continue
             try:
                 self._check_time(s)
             except TimeLimitReached as e:
-                return e
+                stop = stop or e
+                continue
             threads = every if s.solo else max(1, every // jobs)
             log.info("stage %s: running (%d threads)", s.name, threads)
             running[pool.submit(_work, self.cfg, self.r.out, s, self.h, threads, self.S.refs, self.S.test,
                                 self.r.progress)] = s
-        return None
+        return stop
 
 
 def _die_with_parent() -> None:
