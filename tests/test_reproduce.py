@@ -96,10 +96,10 @@ def test_plan_says_what_a_rerun_keeps_and_discards_and_touches_nothing(tiny_run,
     plan = _plan(capsys, moved, link, "--threads", "1")
     assert list(plan) == list(json.loads((out / "results.json").read_text())["stage_seconds"])
     assert set(plan.values()) == {"done"}, plan
-    # each claim's first evidence early (a long grid can lose its folder): the fast students (S1), the main size's
-    # rows (Q1, Q2), the pruning chains (Z1), then the teacher's fine-tuning, the other seeds and the second size
-    order = [list(plan).index(s) for s in ("data_seq_inter", "fast_student-4-1", "seq_kd", "seq_kd+seq_inter+word_kd",
-                                          "pruned_90", "teacher+seq_inter", "seq_kd-seed2", "baseline-small",
+    # the stages that carry the claims first (a grid runs in chapters): the teacher and its data, the main size's
+    # rows and seeds (Q1, Q2), the fast students (S1) and the pruning chains (Z1), then the second size
+    order = [list(plan).index(s) for s in ("data_seq_inter", "teacher+seq_inter", "seq_kd", "seq_kd+seq_inter+word_kd",
+                                          "seq_kd-seed2", "fast_student-4-1", "pruned_90", "baseline-small",
                                           "speed")]
     assert order == sorted(order), list(plan)
     names = list(plan)  # each system is evaluated right after it is made (its weights can then leave the archive)

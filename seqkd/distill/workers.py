@@ -115,10 +115,10 @@ def distill(teacher_dir: str | Path, src: list[str], ref: list[str], out_dir: st
     return res.manifest
 
 
-def _identity(teacher_dir: Path, pairs: Pairs, cfg: DistillConfig, out: Path) -> dict:
-    """What the data depends on (the same keys and values as before workers existed; the teacher's folder
-    relative to `out`, informative only: its weights are hashed)."""
-    return {"teacher": os.path.relpath(teacher_dir.resolve(), out.resolve()),
+def _identity(teacher_dir: Path, pairs: Pairs, cfg: DistillConfig) -> dict:
+    """What the data depends on (the same keys as before workers existed). The teacher is named by its folder's
+    name, informative only (its weights are hashed): no path of the machine in a record that may be committed."""
+    return {"teacher": teacher_dir.resolve().name,
             "teacher_weights": weights_hash(teacher_dir), "input_sha256": pairs.digest(), "input_pairs": len(pairs),
             "config": {k: v for k, v in asdict(cfg).items() if k not in SPEED_FIELDS}}
 
@@ -245,7 +245,7 @@ def distill_worker(teacher_dir: str | Path, pairs: Pairs, out_dir: str | Path, c
     order = worker.order(len(shards))
     if not worker.merge_only:
         _device(cfg, worker)  # a missing GPU is an error before anything is written
-    ident = _identity(teacher_dir, pairs, cfg, out)
+    ident = _identity(teacher_dir, pairs, cfg)
     if (m := _finished(out, ident)) is not None:
         return WorkerResult(m, 0, len(shards))
     shard_dir = _prepare(out, ident)

@@ -350,7 +350,10 @@ class Stages:
                           "sent_per_s_max": rates[-1], "seconds": s, "bleu": scores[k],
                           "settings": {f: getattr(cfgs[k], f) for f, _ in ENGINE_FACTORS}}
                 if k in tuning:
-                    out[k]["tuning"] = tuning[k]
+                    best = dict(tuning[k]["best"])
+                    if best.get("vmap"):
+                        best["vmap"] = os.path.relpath(best["vmap"], d)  # no machine path in a record
+                    out[k]["tuning"] = {**tuning[k], "best": best}
             tb, sg = out["teacher_beam"], out["student_greedy"]
             out["speedup_median"] = sg["sent_per_s_median"] / tb["sent_per_s_median"]
             out["speedup_range"] = [sg["sent_per_s_min"] / tb["sent_per_s_max"],
