@@ -121,6 +121,7 @@ def test_reproduce_status_analyses(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--stalls"], "--stalls goes with --status"),
+    (["--status", "--plan"], "--status and --plan: give one"),
     (["--status", "--out", "nowhere"], "nowhere: no run folder there"),
     (["--status", "--compare", "baseline"], "expected two stages A,B"),
     (["--status", "--curves", "nothing"], "--curves: no validation rows"),

@@ -88,6 +88,8 @@ def cmd_reproduce(a) -> None:
 
     if not a.status and (used := [f"--{k.replace('_', '-')}" for k in STATUS_ONLY if getattr(a, k)]):
         raise SeqkdError(f"{used[0]} goes with --status (it reads a run folder; nothing runs)")
+    if a.status and a.plan:
+        raise SeqkdError("--status and --plan: give one (--status reads the run folder, --plan compares the settings)")
     cfg = load_preset(a.preset)
     cfg = from_dict(ReproduceConfig, apply_overrides(to_dict(cfg), a.set))
     cfg.data = data_cfg(a, cfg.data)
