@@ -116,7 +116,7 @@ def test_reproduce_status_analyses(tmp_path, capsys):
     assert "checkpoints of teacher, steps " in out and "% of the training time" in out
     # the committed copies' layout (NAME-metrics.jsonl) reads as well
     assert main(["reproduce", "--status", "--out", str(RUNS / "run2"), "--curves", "teacher-metrics.jsonl"]) == 0
-    assert "no stage folder has a clock yet" in (out := capsys.readouterr().out) and "| teacher-metrics.jsonl | " in out
+    assert "no stage folders here" in (out := capsys.readouterr().out) and "| teacher-metrics.jsonl | " in out
 
 
 @pytest.mark.parametrize("argv, message", [

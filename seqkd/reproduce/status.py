@@ -220,7 +220,7 @@ def status(run: str | Path, seeds, opts: StatusOptions | None = None) -> str:
         raise SeqkdError(f"{run}: no run folder there (give the run's --out, or its --preset / --src / --tgt)")
     rows = stage_rows(run)
     parts = [[f"{run}: where the run stands (read from its folder; nothing runs)"]]
-    parts.append(stage_table(rows) if rows else ["no stage folder has a clock yet (no stage has started here)"])
+    parts.append(stage_table(rows) if rows else ["no stage folders here (none has a stage.json or clock.json)"])
     parts.append(seed_lines(rows, seeds))
     if opts.ckpt:
         parts.append(ckpt_lines(run, opts.ckpt))
