@@ -1,11 +1,13 @@
-"""CTranslate2's CPU GEMM backend: `CT2_USE_MKL=0` (its default on a CPU that is not GenuineIntel)
-against `CT2_USE_MKL=1` (Intel MKL), float32 and int8, greedy and beam, on one model. CTranslate2
-reads the variable once per process, so each repetition runs `seqkd bench` once per setting,
-alternating (interleaved);
-printed: BLEU and the median (min-max) sentences/s over the repetitions.
+"""Question: does CTranslate2's CPU GEMM backend change speed or output? `CT2_USE_MKL=0` (its default on a CPU that
+is not GenuineIntel) against `CT2_USE_MKL=1` (Intel MKL), float32 and int8, greedy and beam, on one model. CTranslate2
+reads the variable once per process, so each repetition runs `seqkd bench` once per setting, alternating
+(interleaved); printed: BLEU and the median (min-max) sentences/s over the repetitions.
+
+The committed figure (docs/results/ct2-backend/README.md, "What was measured"; the model is run `a` of
+docs/results/deep-encoder) came from the first command; the second prints it from the committed JSON:
 
     python benchmarks/ct2_backend.py --model runs/exp/a --split val --repeats 3 --dir runs/mkl
-    python benchmarks/ct2_backend.py --dir docs/results/ct2-backend --summarize   # from saved JSON
+    python benchmarks/ct2_backend.py --dir docs/results/ct2-backend --summarize
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Where a model's decoding time goes, measured inside CTranslate2 itself.
+"""Question: where does a model's decoding time go (encoder, decoder step, output layer, search), measured inside
+CTranslate2 itself?
 
 Decoding is forced to a fixed number of steps (min = max decoding length), so that every variant
 does the same work whatever the model would have said:
@@ -10,8 +11,12 @@ does the same work whatever the model would have said:
 Then the real greedy and beam decodes of the same lines, for the totals. Every variant is timed
 interleaved with the others, `--repeats` times; the median and the range are reported.
 
-    python benchmarks/decode_profile.py --model runs/multi30k-de-en/teacher --model runs/multi30k-de-en/seq_kd \\
-        --data-dir ../shared/data/multi30k --lines 500 --repeats 3 --out docs/results/decode-profile/decode_profile.json
+The committed figure (docs/results/decode-profile/README.md and decode_profile.json there; the models of a `quick`
+run, `seqkd reproduce --preset quick --src de --tgt en --out runs/quick-de-en`) came from:
+
+    python benchmarks/decode_profile.py --model runs/quick-de-en/teacher --model runs/quick-de-en/seq_kd \\
+        --data-dir ../shared/data/multi30k --lines 300 --repeats 3 --threads 2 \\
+        --out docs/results/decode-profile/decode_profile.json
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Find each model's fastest CTranslate2 decoding settings by measurement, one factor at a time.
+"""Question: what are each model's fastest CTranslate2 decoding settings on this machine, found by measurement, one
+factor at a time?
 
 Starting from seqkd's defaults, each factor (thread layout, batching, scores, int8, shortlist) is
 tried in turn; a setting is kept when its median speed beats the current best by more than the
@@ -6,9 +7,12 @@ repetitions' spread, and its BLEU stays within --max-bleu-drop (int8 and a short
 output; the other factors must not). Every candidate is timed in the same process, interleaved
 with the current best, as the median of --repeats runs.
 
+No figure from it is committed: the grid's `speed` stage runs the same search (`seqkd.inference.decode_tune`) for
+every system and its report gives the settings. On any models:
+
     python benchmarks/decode_settings.py --model runs/multi30k-de-en/teacher --beam 5 \\
         --model runs/multi30k-de-en/seq_kd+seq_inter --beam 1 --vmap runs/vmap.txt \\
-        --data-dir ../shared/data/multi30k --out docs/results/decode_settings.json
+        --data-dir ../shared/data/multi30k --out decode_settings.json
 """
 
 from __future__ import annotations

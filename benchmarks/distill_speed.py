@@ -1,7 +1,11 @@
-"""Seq-KD generation throughput, CTranslate2 vs HF generate (beam 5, same teacher, same lines, one run);
-and Word-KD training speed, offline top-k cache vs online teacher.
+"""Question: how much faster is Seq-KD generation with CTranslate2 than with HF generate (beam 5, same teacher, same
+lines, one run), and Word-KD training with an offline top-k cache than with an online teacher?
 
-    python benchmarks/distill_speed.py --teacher runs/student-de-en --lines 1000 --data-dir ../shared/data/multi30k
+The committed figure (docs/results/distill-speed/README.md, section 1; the teacher is the model of
+docs/results/student-de-en) came from the command below; `--out docs/results/distill-speed/engines/distill_speed.json`
+writes the JSON committed there:
+
+    python benchmarks/distill_speed.py --teacher runs/student-de-en --lines 500 --data-dir ../shared/data/multi30k
 """
 
 from __future__ import annotations

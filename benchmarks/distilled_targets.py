@@ -1,8 +1,12 @@
-"""How far a grid's distilled training targets are from the references: corpus BLEU (sacreBLEU
+"""Question: how far are a grid's distilled training targets from the references? Corpus BLEU (sacreBLEU
 defaults) and exact-match share of the Seq-KD and Seq-Inter `train.tgt` against the training
 references, and for Seq-Inter how the pick sits in the n-best list (rank 0 = the beam's first).
 
-    python benchmarks/distilled_targets.py --run runs/multi30k-de-en --data-dir ../shared/data/multi30k
+The committed figures (docs/results/multi30k-large-de-en/README.md, the data rows of each run, and
+run*/distilled_targets.json there) came from, for run 3 (the others alike, each while its run folder existed):
+
+    python benchmarks/distilled_targets.py --run runs/multi30k-de-en --data-dir ../shared/data/multi30k \\
+        --out docs/results/multi30k-large-de-en/run3/distilled_targets.json
 """
 
 from __future__ import annotations

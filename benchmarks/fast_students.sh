@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The "Fast students" table of docs/results/fast-chain-de-en/README.md (issue 10): the teacher, the best student, its small
-# counterpart and every fast (deep-encoder / shallow-decoder) student of a finished multi30k grid,
-# float32 and int8, without and with the lexical shortlist, two thread layouts (1 batch x 2 threads,
-# 2 batches x 1 thread; engine batching, no scores for greedy), greedy and beam 5, on test_2016_flickr.
-# One `seqkd bench` run: every row's 3 repetitions interleaved with all others (median and range);
+# Question: on a multi30k grid, how fast are the fast (deep-encoder / shallow-decoder) students against the teacher,
+# the best student and its small counterpart? One `seqkd bench` run: float32 and int8, without and with the lexical
+# shortlist, two thread layouts (1 batch x 2 threads, 2 batches x 1 thread; engine batching, no scores for greedy),
+# greedy and beam 5, on test_2016_flickr; every row's 3 repetitions interleaved with all others (median and range);
 # latency one sentence at a time (p50/p95 over 200 sentences). Run it with nothing else running.
 #   bash benchmarks/fast_students.sh [RUN_DIR] [OUT_DIR] [extra seqkd bench flags, e.g. --max-sents 20]
 # The symmetric student beside them is the grid's best (results.json); before the grid has finished, BEST=STAGE
 # names it, else the first finished of seq_kd+seq_inter and seq_kd (the fast students' own recipe at 2+2).
+# No figure from it is committed yet (no grid has reached its fast students). The table and S1 of
+# docs/results/fast-chain-de-en/README.md came from the same `seqkd bench` flags on a shortened chain's two models
+# (its "Reproduce" has the commands); the grid's `speed` stage measures S1 itself.
 set -euo pipefail
 RUN=${1:-runs/multi30k-de-en}
 OUT=${2:-docs/results/multi30k-large-de-en}

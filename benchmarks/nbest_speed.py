@@ -1,9 +1,12 @@
-"""Teacher decoding speed for distillation: beam 5 (Seq-KD) and 35-best lists (Seq-Inter), per
-CTranslate2 thread layout, on the first N training sentences (the estimate of those stages' time).
+"""Question: how fast does the teacher decode for distillation, beam 5 (Seq-KD) and 35-best lists (Seq-Inter), per
+CTranslate2 thread layout, on the first N training sentences (the estimate of those stages' time)?
 Every configuration is timed `--repeats` times, interleaved (one round runs each configuration once);
 rows give the median and the range.
 
-    python benchmarks/nbest_speed.py --teacher runs/multi30k-de-en/teacher --lines 300 \\
+The committed figure (docs/results/distill-speed/README.md, section 2, and layouts/nbest_speed.json there; the
+teacher of the multi30k-large grid's first run as of its epoch 8) came from:
+
+    python benchmarks/nbest_speed.py --teacher runs/multi30k-de-en/teacher --lines 200 --repeats 3 \\
         --data-dir ../shared/data/multi30k --out docs/results/distill-speed/layouts/nbest_speed.json
 """
 

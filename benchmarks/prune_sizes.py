@@ -1,8 +1,12 @@
-"""What sparsity buys on disk: for each model folder, non-zero parameters and sizes of the fp32
+"""Question: what does sparsity buy on disk? For each model folder, non-zero parameters and sizes of the fp32
 safetensors and CTranslate2 int8 files, raw and gzip-compressed (dense kernels store zeros, so the
 raw size does not shrink; compression shows what a sparse format could save).
 
-    python benchmarks/prune_sizes.py runs/multi30k-de-en/{seq_kd,pruned_50,pruned_80,pruned_90}
+The committed figure (docs/results/prune-study/README.md, "On disk, zeros pay only under compression") came from the
+study's parent and its 80% / 90% class-blind rounds (made by the commands in that README; the exact command line was
+not kept):
+
+    python benchmarks/prune_sizes.py PARENT PRUNED_80 PRUNED_90
 """
 
 from __future__ import annotations

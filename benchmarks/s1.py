@@ -1,5 +1,8 @@
-"""S1 best against best from one `seqkd bench` JSON: each student's fastest greedy row over the teacher's
-fastest beam row, median ratio, range from the extremes, and the BLEU gap (`seqkd.inference.bench.best_against_best`).
+"""Question: S1, how much faster is the student's greedy than the teacher's beam, best against best? From one
+`seqkd bench` JSON: each student's fastest greedy row over the teacher's fastest beam row, median ratio, range from the
+extremes, and the BLEU gap (`seqkd.inference.bench.best_against_best`).
+
+The committed figure (docs/results/fast-chain-de-en/README.md, "S1, best against best") comes from:
 
     python benchmarks/s1.py docs/results/fast-chain-de-en/fast_students.json --teacher teacher [--engine ct2]
 """

@@ -1,4 +1,4 @@
-"""Peak memory and throughput of `seqkd train` and `seqkd distill` as the corpus grows (issue 11).
+"""Question: how do peak memory and throughput of `seqkd train` and `seqkd distill` grow with the corpus (issue 11)?
 
 Synthetic corpora of N lines are made by cycling the Multi30k training pairs (realistic lengths);
 each command runs in its own process and its peak resident memory (ru_maxrss) is recorded.
@@ -9,8 +9,11 @@ each command runs in its own process and its peak resident memory (ru_maxrss) is
   (`--shard-index 0 --num-shards S`: the worker indexes all N lines, translates a slice), and
   sentences/s with 1 worker x 2 threads vs 2 workers x 1 thread on the same shards.
 
+The committed figure (docs/results/scale/README.md and scale.json there; vocabulary and teacher of a `quick` run)
+came from:
+
     python benchmarks/scale.py --data-dir ../shared/data/multi30k --vocab runs/quick-de-en/vocab \\
-        --teacher runs/quick-de-en/baseline --sizes 100000,5000000 --out docs/results/scale/scale.json
+        --teacher runs/quick-de-en/teacher --sizes 100000,5000000 --steps 200 --out docs/results/scale/scale.json
 """
 
 from __future__ import annotations

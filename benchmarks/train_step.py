@@ -1,11 +1,19 @@
-"""Training-step time for a named size: fp32 vs bf16 autocast vs bf16 weights (fp32 master), with eager
-(seqkd's default) or SDPA attention (mode suffix "-sdpa"), interleaved.
+"""Question: which precision and attention make the fastest training step? Training-step time for a named size: fp32
+vs bf16 autocast vs bf16 weights (fp32 master), with eager (seqkd's default) or SDPA attention (mode suffix "-sdpa"),
+interleaved.
 
 Each repetition times one step of every mode in turn (same batch shape, same thread count), so
 machine load hits all modes alike; the median and min-max over repetitions are printed.
 
-    python benchmarks/train_step.py --size student --steps 6
-    python benchmarks/train_step.py --size medium --modes fp32,autocast,autocast-sdpa --profile autocast
+The committed figures are in docs/results/train-step/README.md (its "Reproduce" lists every command); the AVX-512
+table came from:
+
+    OUT=docs/results/train-step/avx512-epyc/train_step.jsonl
+    python benchmarks/train_step.py --size student --set encoder_layers=2 --set decoder_layers=2 --steps 8 --json $OUT
+    python benchmarks/train_step.py --size student-small --steps 8 --json $OUT
+    python benchmarks/train_step.py --size medium --steps 4 --json $OUT
+
+(the H200's: docs/results/multi30k-de-en-gpu/README.md; teacher shapes: docs/results/multi30k-de-en/README.md).
 """
 
 from __future__ import annotations

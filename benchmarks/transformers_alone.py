@@ -1,9 +1,11 @@
-"""Do the grid's models work without seqkd? Load a model folder with `transformers` alone (MarianMTModel,
+"""Question: do the grid's models work without seqkd? Load a model folder with `transformers` alone (MarianMTModel,
 AutoTokenizer), translate a Multi30k test set with `generate` (beam 5), score it with sacreBLEU and set it beside
 the figure the grid's report gives for that model (its eval stage decodes with CTranslate2).
 
-    python benchmarks/transformers_alone.py --run runs/multi30k-de-en --model teacher --model best \
-        --src de --tgt en --data-dir ../shared/data/multi30k --json docs/results/multi30k-de-en/transformers_alone.json
+No figure from it is committed yet (it needs a finished grid); on one:
+
+    python benchmarks/transformers_alone.py --run runs/multi30k-de-en --model teacher --model best \\
+        --src de --tgt en --data-dir ../shared/data/multi30k --json transformers_alone.json
 
 `--model best` follows the grid's choice (best/pick.json). Nothing from seqkd is imported: this is what a user
 who takes a model folder away can do.

@@ -68,17 +68,37 @@ def print_plan(out: str, rows: list[tuple[str, str, float]]) -> None:
             print(f"{len(sel)} stage(s) {what} ({sum(sel) / 3600:.2f} h of stage time)")
 
 
+STATUS_ONLY = ("curves", "compare", "ckpt", "stalls", "seconds_json")  # reproduce's flags that need --status
+
+
+def print_status(a, out: str, seeds) -> None:
+    """`reproduce --status`: where the run in `out` stands, with the analyses its flags ask for."""
+    from seqkd.reproduce.status import StatusOptions, status
+
+    opts = StatusOptions(curves=tuple(n for n in (a.curves or "").split(",") if n), metric=a.metric,
+                         compare=tuple(n for n in (a.compare or "").split(",") if n), ckpt=a.ckpt or "",
+                         stalls=a.stalls, patience=a.patience, seconds_json=a.seconds_json or "")
+    print(status(out, seeds, opts), end="")
+
+
 def cmd_reproduce(a) -> None:
     from seqkd.config import apply_overrides, from_dict, to_dict
     from seqkd.reproduce.grid import GridOptions
     from seqkd.reproduce.pipeline import ReproduceConfig, load_preset, reproduce
 
+    if not a.status and (used := [f"--{k.replace('_', '-')}" for k in STATUS_ONLY if getattr(a, k)]):
+        raise SeqkdError(f"{used[0]} goes with --status (it reads a run folder; nothing runs)")
+    if a.status and a.plan:
+        raise SeqkdError("--status and --plan: give one (--status reads the run folder, --plan compares the settings)")
     cfg = load_preset(a.preset)
     cfg = from_dict(ReproduceConfig, apply_overrides(to_dict(cfg), a.set))
     cfg.data = data_cfg(a, cfg.data)
     if a.threads:
         cfg.threads = a.threads
     out = a.out or f"runs/{cfg.preset}-{cfg.data.src}-{cfg.data.tgt}"
+    if a.status:
+        print_status(a, out, cfg.seeds)
+        return
     jobs = a.jobs if a.jobs is not None else cfg.jobs
     if jobs < 1 or a.time_limit < 0:
         raise SeqkdError(f"--jobs must be >= 1 and --time-limit >= 0, got {jobs} and {a.time_limit}")
@@ -315,6 +335,21 @@ def build_parser() -> argparse.ArgumentParser:
                    "extends "
                    "(trains on from its last checkpoint: only patience / max_epochs were raised), changed (a run "
                    "would discard its folder) or to run, under these settings; safe beside a running grid")
+    s.add_argument("--status", action="store_true", help="run nothing: where the run folder stands (every started "
+                   "stage's clock, epochs, minutes per epoch, best val BLEU, fine-tuning gains; the seeds' mean ± sd "
+                   "of baseline and seq_kd; total hours); reads only, safe beside a running grid")
+    s.add_argument("--curves", metavar="A,B", help="with --status: the per-epoch --metric of these stages (or "
+                   "metrics .jsonl files, relative to the run folder) as a markdown table")
+    s.add_argument("--metric", default="val_bleu", choices=["val_bleu", "val_ppl", "epoch_s"],
+                   help="what --curves tabulates (epoch_s: seconds between validations)")
+    s.add_argument("--compare", metavar="A,B", help="with --status: B's validation BLEU minus A's, per epoch and best")
+    s.add_argument("--ckpt", metavar="STAGE", help="with --status: the share of STAGE's training time (or a metrics "
+                   ".jsonl file's) spent writing checkpoints")
+    s.add_argument("--stalls", action="store_true", help="with --status: per training curve, the longest run of "
+                   "validations without a new best that a later best ended, and what --patience would have kept")
+    s.add_argument("--patience", type=int, default=3, help="with --stalls: the patience to replay on each curve")
+    s.add_argument("--seconds-json", metavar="FILE", help="with --status: write {stage: seconds} of the finished "
+                   "stages to FILE")
     s.set_defaults(func=cmd_reproduce)
 
     s = sub.add_parser("translate", help="translate a file or stdin, one output line per input line")

@@ -57,7 +57,7 @@ def write_report(out: Path, cfg, runner, graph: list[Stage], wall: float, refs: 
 
 def seed_stats(rows: list[dict], seeds, keys: tuple[str, ...] = ("bleu_greedy", "bleu_beam")) -> dict:
     """Mean and sample sd over seeds of baseline and seq_kd (main size), of each metric in `keys`
-    (default: test greedy and beam BLEU; benchmarks/grid_progress.py passes best validation BLEU)."""
+    (default: test greedy and beam BLEU; `reproduce --status` passes best validation BLEU)."""
     import statistics
 
     by = {r["name"]: r for r in rows}
