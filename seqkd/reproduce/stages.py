@@ -80,12 +80,17 @@ class Stages:
         src, tgt = read_parallel(self._dir(folder) / "train.src", self._dir(folder) / "train.tgt")
         return TrainData(src, tgt, self.refs.val_src, self.refs.val_tgt)
 
+    def _threads(self, train_cfg):
+        """`train_cfg` with the grid's threads (`--threads`) where the recipe leaves them at 0 (torch's default)."""
+        if train_cfg.threads == 0 and self.cfg.threads:
+            return replace(train_cfg, threads=self.cfg.threads)
+        return train_cfg
+
     def _train(self, d: Path, model_cfg, train_cfg, data: TrainData, init_from: str | Path | None = None,
                teacher_fn=None) -> None:
         """Train into `d`: from `init_from` (a stage name, or a model folder) or a fresh `model_cfg` model."""
         v = self.vocab_obj
-        if train_cfg.threads == 0 and self.cfg.threads:
-            train_cfg = replace(train_cfg, threads=self.cfg.threads)
+        train_cfg = self._threads(train_cfg)
         if init_from:
             init_dir = init_from if isinstance(init_from, Path) else self._dir(init_from)
             model = load_model(init_dir)
@@ -205,9 +210,7 @@ class Stages:
 
         def run(d: Path) -> None:
             pc = PruneConfig(sparsity=sparsity, scheme=scheme, schedule=(sparsity,))
-            tc = self.cfg.prune_train
-            if tc.threads == 0 and self.cfg.threads:
-                tc = replace(tc, threads=self.cfg.threads)
+            tc = self._threads(self.cfg.prune_train)
             ft = replace(self.cfg.finetune_train, threads=tc.threads)
             prune_and_retrain(self._model(parent), d, pc, tc, self._data("data_seq_kd"), progress=self.progress,
                               finetune=(ft, self._data("data_seq_inter")))
