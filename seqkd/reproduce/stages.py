@@ -25,10 +25,11 @@ from seqkd.inference.decode_tune import ENGINE_FACTORS, sweep
 from seqkd.inference.evaluate import bleu, evaluate
 from seqkd.inference.export import export_ct2
 from seqkd.inference.shortlist import ShortlistConfig, build_vmap, vmap_stats, write_vmap
-from seqkd.models.marian import SIZES, build_model, count_params, load_model
+from seqkd.models.marian import SIZES, count_params, load_model
 from seqkd.models.shrink import stack
 from seqkd.training.kd import build_topk_cache, offline_teacher
-from seqkd.training.trainer import TrainData, train
+from seqkd.training.run import train_run
+from seqkd.training.trainer import TrainData
 from seqkd.util.fsutil import SeqkdError, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -89,17 +90,14 @@ class Stages:
     def _train(self, d: Path, model_cfg, train_cfg, data: TrainData, init_from: str | Path | None = None,
                teacher_fn=None) -> None:
         """Train into `d`: from `init_from` (a stage name, or a model folder) or a fresh `model_cfg` model."""
-        v = self.vocab_obj
-        train_cfg = self._threads(train_cfg)
+        train_cfg, init_dir = self._threads(train_cfg), None
         if init_from:
             init_dir = init_from if isinstance(init_from, Path) else self._dir(init_from)
-            model = load_model(init_dir)
             train_cfg = replace(train_cfg, init_from=os.path.relpath(init_dir, d))  # no machine path in records
-        else:
-            model = build_model(model_cfg, v.size, v.pad_id, v.eos_id, seed=train_cfg.seed)
         text = yaml.safe_dump({"model": to_dict(model_cfg) if model_cfg else None, "train": to_dict(train_cfg),
                                "preset": self.cfg.preset}, sort_keys=False)
-        train(d, train_cfg, model, v, data, teacher_fn=teacher_fn, progress=self.progress, config_text=text)
+        train_run(d, train_cfg, model_cfg, data, vocab=self.vocab_obj, init_from=init_dir,
+                  teacher=lambda v: teacher_fn, config_text=text, progress=self.progress)
 
     def _word_kd(self, train_cfg, cache: str, data: TrainData):
         """(train config with the mixed loss, offline teacher from the top-k cache `cache`)."""
