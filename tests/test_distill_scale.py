@@ -23,9 +23,10 @@ from conftest import multimodal_task, write_lines
 
 from seqkd.cli.main import main
 from seqkd.data.pairs import FilePairs, ListPairs
-from seqkd.distill.config import SPEED_FIELDS, DistillConfig
+from seqkd.distill.config import DECODE_FIELDS, SPEED_FIELDS, DistillConfig
 from seqkd.distill.shards import LOCK, merge
 from seqkd.distill.workers import _identity, distill
+from seqkd.inference.decode import DecodeConfig
 from seqkd.models.marian import weights_hash
 from seqkd.util.fsutil import SeqkdError, atomic_open, hash_lines, write_json
 
@@ -284,6 +285,20 @@ def test_identity_unchanged(setup):
            "config": {k: v for k, v in asdict(cfg).items() if k not in ("threads", "inter_threads", "device")}}
     assert _identity(teacher, ListPairs(src, tgt), cfg) == old
     assert list(old["config"]) == OLD_FIELDS
+
+
+def test_the_teachers_decode_config_is_made_as_before():
+    """DECODE_FIELDS are DecodeConfig's fields with its defaults, handed on as they are; `decode_config` makes the
+    DecodeConfig that `workers._translator` wrote out field by field before (Seq-Inter: n-best lists of `beam`,
+    inter_threads 0 = 2 for n-best lists, 1 for beam output)."""
+    assert all(getattr(DistillConfig(), k) == getattr(DecodeConfig(), k) for k in DECODE_FIELDS)
+    cfg = DistillConfig(mode="seq_inter", beam=7, engine="hf", compute_type="int8", max_len_a=2.0, max_len_b=3,
+                        max_tokens=99, threads=3)
+    assert cfg.decode_config("cuda", 1) == DecodeConfig(engine="hf", beam=7, nbest=7, compute_type="int8",
+                                                        max_len_a=2.0, max_len_b=3, max_tokens=99, threads=3,
+                                                        inter_threads=2, device="cuda", device_index=1)
+    assert DistillConfig(beam=4).decode_config() == DecodeConfig(beam=4, nbest=1, inter_threads=1)
+    assert DistillConfig(inter_threads=3).decode_config().inter_threads == 3
 
 
 def _old_assemble(out: Path, src: list[str], shards: list[list[int]], ident: dict, cfg: DistillConfig) -> dict:

@@ -9,7 +9,6 @@ from pathlib import Path
 from seqkd.cli.common import data_cfg
 from seqkd.data.load import load_pairs, stream_train_pairs
 from seqkd.data.pairs import training_pairs
-from seqkd.distill.config import DistillConfig
 from seqkd.util.fsutil import SeqkdError
 
 # Each command imports the modules it runs inside its function: they load torch, transformers and CTranslate2
@@ -87,6 +86,7 @@ def cmd_train(a) -> None:
 
 def cmd_distill(a) -> None:
     from seqkd.config import RunConfig, load_run_config
+    from seqkd.distill.config import DistillConfig
     from seqkd.distill.workers import Worker, distill_worker
 
     _check_distill_args(a)
