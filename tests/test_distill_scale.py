@@ -376,11 +376,11 @@ def test_file_pairs_index_cached_for_the_next_worker(tmp_path, monkeypatch):
     first.keep_index()
     assert len(list(out.glob(".input-index-*"))) == 1
 
-    def no_decoding(raw, path, line):
+    def no_reading(*paths):
         raise AssertionError("the cached index was not used")
 
     with monkeypatch.context() as m:
-        m.setattr(pairs_mod, "decode_line", no_decoding)
+        m.setattr(pairs_mod, "parallel_lines", no_reading)
         second = FilePairs(s, t, max_chars=9, cache_dir=out)
         assert len(second) == len(first) < 500 and second.digest() == first.digest()
     assert second.source(range(len(second))) == first.source(range(len(first)))
@@ -409,3 +409,5 @@ def test_file_pairs_match_load_pairs(tmp_path):
     t.write_text("only\none\n")
     with pytest.raises(SeqkdError, match="has 7 lines but .* has 2"):
         FilePairs(s, t)
+    with pytest.raises(SeqkdError, match="plain text files, not .gz"):  # read back by byte offset
+        FilePairs(s, tmp_path / "t.txt.gz")
