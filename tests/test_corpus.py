@@ -17,7 +17,8 @@ from seqkd.data.corpus import (
     clean_pairs,
     corpus_files,
     data_dir_from_env,
-    load_split,
+    iter_parallel,
+    parallel_lines,
     read_lines,
     read_parallel,
     sha256_file,
@@ -96,6 +97,30 @@ def test_read_parallel_misaligned(tmp_path):
     assert "x.de has 3 lines" in msg and "x.en has 2" in msg and "aligned" in msg
 
 
+def test_parallel_lines_one_reader(tmp_path):
+    """`parallel_lines`, the reader behind read_parallel, iter_parallel and the line-offset index: numbers, text and
+    byte offsets (CRLF, a last line without newline, gzip: offsets in the text); misaligned files name both counts
+    whichever is longer, streamed or not; a bad line past the shorter file's end is still a file:line error."""
+    (tmp_path / "s.txt").write_bytes("a\r\nü\n\nlast".encode())
+    (tmp_path / "t.txt").write_bytes(b"1\n22\n333\n4\n")
+    (tmp_path / "t.txt.gz").write_bytes(gzip.compress(b"1\n22\n333\n4\n"))
+    want = [(1, "a", "1", 0, 0), (2, "ü", "22", 3, 2), (3, "", "333", 6, 5), (4, "last", "4", 7, 9)]
+    assert [tuple(x) for x in parallel_lines(tmp_path / "s.txt", tmp_path / "t.txt")] == want
+    assert [tuple(x) for x in parallel_lines(tmp_path / "s.txt", tmp_path / "t.txt.gz")] == want
+    (tmp_path / "short.txt").write_text("x\ny\n", encoding="utf-8")
+    for a, b, counts in (("s.txt", "short.txt", (4, 2)), ("short.txt", "s.txt", (2, 4))):
+        msg = f"{tmp_path / a} has {counts[0]} lines but {tmp_path / b} has {counts[1]} (files must be aligned"
+        for read in (read_parallel, lambda x, y: list(iter_parallel(x, y))):
+            with pytest.raises(SeqkdError) as e:
+                read(tmp_path / a, tmp_path / b)
+            assert str(e.value).startswith(msg)
+    (tmp_path / "bad.txt").write_bytes(b"1\n2\n3\n\xff\n")
+    with pytest.raises(SeqkdError, match=r"bad\.txt:4: invalid UTF-8"):
+        read_parallel(tmp_path / "short.txt", tmp_path / "bad.txt")
+    with pytest.raises(SeqkdError, match="nope.txt: file not found"):
+        read_parallel(tmp_path / "s.txt", tmp_path / "nope.txt")
+
+
 # --- cleaning ------------------------------------------------------------------------------------
 
 
@@ -134,7 +159,7 @@ def test_corpus_files_shared_copy():
     src, tgt = corpus_files("multi30k", "train", "de", "en", data_dir=SHARED)
     assert src == SHARED / "train.de.gz" and tgt == SHARED / "train.en.gz"
     assert sha256_file(src) == MULTI30K_SHA256["train.de.gz"]
-    de, en = load_split("multi30k", "val", "de", "en", data_dir=SHARED)
+    de, en = read_parallel(*corpus_files("multi30k", "val", "de", "en", data_dir=SHARED))
     assert len(de) == len(en) == 1014
     assert all(isinstance(x, str) for x in de[:5])
 
@@ -222,7 +247,7 @@ def test_download_lands_in_cache_once(monkeypatch, tmp_path):
     assert (src, tgt) == (cache / "val.de.gz", cache / "val.en.gz")
     assert sorted(p.name for p in cache.iterdir()) == ["val.de.gz", "val.en.gz"]
     assert len(fetched) == 2
-    de, en = load_split("multi30k", "val", "de", "en", cache_dir=cache)
+    de, en = read_parallel(*corpus_files("multi30k", "val", "de", "en", cache_dir=cache))
     assert len(fetched) == 2 and len(de) == len(en) == 1014
     # default cache folder comes from SEQKD_CACHE
     monkeypatch.setenv("SEQKD_CACHE", str(cache))
@@ -240,7 +265,7 @@ def test_download_unpinned_trust_on_first_use(monkeypatch, tmp_path, caplog):
     monkeypatch.setattr(corpus, "_fetch", fake)
     cache = tmp_path / "cache"
     with caplog.at_level(logging.WARNING, logger="seqkd.data.corpus"):
-        fr, cs = load_split("multi30k", "test_2018_flickr", "fr", "cs", cache_dir=cache)
+        fr, cs = read_parallel(*corpus_files("multi30k", "test_2018_flickr", "fr", "cs", cache_dir=cache))
     assert (fr, cs) == (["Un chien."], ["Pes."])
     assert "no pinned checksum" in caplog.text
     sums = (cache / "SHA256SUMS").read_text(encoding="utf-8")

@@ -23,9 +23,10 @@ from conftest import multimodal_task, write_lines
 
 from seqkd.cli.main import main
 from seqkd.data.pairs import FilePairs, ListPairs
-from seqkd.distill.config import SPEED_FIELDS, DistillConfig
+from seqkd.distill.config import DECODE_FIELDS, SPEED_FIELDS, DistillConfig
 from seqkd.distill.shards import LOCK, merge
 from seqkd.distill.workers import _identity, distill
+from seqkd.inference.decode import DecodeConfig
 from seqkd.models.marian import weights_hash
 from seqkd.util.fsutil import SeqkdError, atomic_open, hash_lines, write_json
 
@@ -286,6 +287,20 @@ def test_identity_unchanged(setup):
     assert list(old["config"]) == OLD_FIELDS
 
 
+def test_the_teachers_decode_config_is_made_as_before():
+    """DECODE_FIELDS are DecodeConfig's fields with its defaults, handed on as they are; `decode_config` makes the
+    DecodeConfig that `workers._translator` wrote out field by field before (Seq-Inter: n-best lists of `beam`,
+    inter_threads 0 = 2 for n-best lists, 1 for beam output)."""
+    assert all(getattr(DistillConfig(), k) == getattr(DecodeConfig(), k) for k in DECODE_FIELDS)
+    cfg = DistillConfig(mode="seq_inter", beam=7, engine="hf", compute_type="int8", max_len_a=2.0, max_len_b=3,
+                        max_tokens=99, threads=3)
+    assert cfg.decode_config("cuda", 1) == DecodeConfig(engine="hf", beam=7, nbest=7, compute_type="int8",
+                                                        max_len_a=2.0, max_len_b=3, max_tokens=99, threads=3,
+                                                        inter_threads=2, device="cuda", device_index=1)
+    assert DistillConfig(beam=4).decode_config() == DecodeConfig(beam=4, nbest=1, inter_threads=1)
+    assert DistillConfig(inter_threads=3).decode_config().inter_threads == 3
+
+
 def _old_assemble(out: Path, src: list[str], shards: list[list[int]], ident: dict, cfg: DistillConfig) -> dict:
     """The merge as it was before workers (seqkd/distill/workers.py at daf1af4), verbatim but for the log line."""
     rows = []
@@ -361,11 +376,11 @@ def test_file_pairs_index_cached_for_the_next_worker(tmp_path, monkeypatch):
     first.keep_index()
     assert len(list(out.glob(".input-index-*"))) == 1
 
-    def no_decoding(raw, path, line):
+    def no_reading(*paths):
         raise AssertionError("the cached index was not used")
 
     with monkeypatch.context() as m:
-        m.setattr(pairs_mod, "decode_line", no_decoding)
+        m.setattr(pairs_mod, "parallel_lines", no_reading)
         second = FilePairs(s, t, max_chars=9, cache_dir=out)
         assert len(second) == len(first) < 500 and second.digest() == first.digest()
     assert second.source(range(len(second))) == first.source(range(len(first)))
@@ -394,3 +409,5 @@ def test_file_pairs_match_load_pairs(tmp_path):
     t.write_text("only\none\n")
     with pytest.raises(SeqkdError, match="has 7 lines but .* has 2"):
         FilePairs(s, t)
+    with pytest.raises(SeqkdError, match="plain text files, not .gz"):  # read back by byte offset
+        FilePairs(s, tmp_path / "t.txt.gz")

@@ -20,6 +20,12 @@ def data_args(p: argparse.ArgumentParser, split: str | None = None) -> None:
         g.add_argument("--split", default=split, help=f"corpus split (default {split})")
 
 
+def config_args(p: argparse.ArgumentParser, config_help: str, set_help: str) -> None:
+    """--config FILE and --set KEY=VALUE (repeatable), on the commands that read a run config."""
+    p.add_argument("--config", help=config_help)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
+
+
 def run_args(p: argparse.ArgumentParser, threads: bool = True) -> None:
     """--quiet and --threads, on every command that computes (decoding commands get --threads from
     decode_args)."""

@@ -9,7 +9,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from seqkd.cli.common import data_args, data_cfg, decode_args, decode_cfg, read_input, run_args
+from seqkd.cli.common import config_args, data_args, data_cfg, decode_args, decode_cfg, read_input, run_args
 from seqkd.cli.train import cmd_distill, cmd_prune, cmd_train, cmd_vocab
 from seqkd.data.corpus import read_parallel
 from seqkd.data.load import DataConfig, load_pairs
@@ -206,16 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("vocab", help="train a SentencePiece vocabulary on the training split")
     data_args(s)
-    s.add_argument("--config", help="YAML run config")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. vocab.size=16000")
+    config_args(s, "YAML run config", "override, e.g. vocab.size=16000")
     s.add_argument("--out", required=True, help="output folder")
     run_args(s)
     s.set_defaults(func=cmd_vocab)
 
     s = sub.add_parser("train", help="train a model (resumes when --out holds an unfinished run)")
     data_args(s)
-    s.add_argument("--config", help="YAML run config (see `seqkd/reproduce/presets/`)")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.lr=5e-4")
+    config_args(s, "YAML run config (see `seqkd/reproduce/presets/`)", "override, e.g. train.lr=5e-4")
     s.add_argument("--size", help="named model size: tiny, student-small, student, student-2-1, student-6-1, "
                                   "student-4-1, student-6-2, base, medium, teacher")
     s.add_argument("--vocab", help="existing vocabulary folder (default: train one into OUT/vocab)")
@@ -235,8 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--teacher", required=True, help="teacher model folder (seqkd or a local HF Marian/OPUS-MT)")
     s.add_argument("--mode", choices=["seq_kd", "seq_inter", "topk"], default="seq_kd",
                    help="seq_kd: beam output; seq_inter: n-best pick closest to the reference; topk: Word-KD cache")
-    s.add_argument("--config", help="YAML run config (its data section is used)")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    config_args(s, "YAML run config (its data section is used)", "override a config field")
     s.add_argument("--distilled", help="distil the pairs of this folder instead (e.g. top-k over Seq-KD data)")
     s.add_argument("--beam", type=int, default=None, help="beam / n-best size (default 5; seq_inter 35)")
     s.add_argument("--metric", choices=["bleu", "chrf"], default="bleu", help="Seq-Inter similarity")
@@ -286,8 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--finetune-lr", type=float, default=1e-4,
                    help="constant learning rate of that fine-tuning, no warmup (default 1e-4)")
     s.add_argument("--finetune-epochs", type=int, default=1, help="epochs of that fine-tuning (default 1)")
-    s.add_argument("--config", help="YAML run config (data and train sections are used)")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.lr=2e-4")
+    config_args(s, "YAML run config (data and train sections are used)", "override, e.g. train.lr=2e-4")
     s.add_argument("--out", required=True, help="output folder (the pruned, retrained model)")
     run_args(s)
     s.set_defaults(func=cmd_prune)

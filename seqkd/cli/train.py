@@ -9,7 +9,6 @@ from pathlib import Path
 from seqkd.cli.common import data_cfg
 from seqkd.data.load import load_pairs, stream_train_pairs
 from seqkd.data.pairs import training_pairs
-from seqkd.distill.config import DistillConfig
 from seqkd.util.fsutil import SeqkdError
 
 # Each command imports the modules it runs inside its function: they load torch, transformers and CTranslate2
@@ -54,30 +53,13 @@ def _train_config(a):
     return cfg
 
 
-def _vocab_and_model(a, cfg, data, out: Path, d):
-    """The vocabulary (trained into OUT/vocab on rank 0 unless given) and the model to train."""
-    from seqkd.data.vocab import Vocab, train_vocab
-    from seqkd.models.marian import build_model, load_model
-    from seqkd.training import dist
-
-    if cfg.train.init_from:
-        return Vocab(cfg.train.init_from), load_model(cfg.train.init_from)
-    if a.vocab:
-        vocab = Vocab(a.vocab)
-    else:
-        if d.main:
-            train_vocab(data.src, data.tgt, cfg.vocab, out / "vocab", threads=a.threads or 2)
-        dist.barrier(d)
-        vocab = Vocab(out / "vocab")
-    return vocab, build_model(cfg.model, vocab.size, vocab.pad_id, vocab.eos_id, seed=cfg.train.seed)
-
-
 def cmd_train(a) -> None:
     from seqkd.config import dump
     from seqkd.models.marian import check_size
     from seqkd.training import dist
     from seqkd.training.kd import word_kd_teacher
-    from seqkd.training.trainer import TrainData, run_lock, train
+    from seqkd.training.run import train_run
+    from seqkd.training.trainer import TrainData
 
     cfg = _train_config(a)
     check_size(cfg.model.size)  # before any data is read or downloaded
@@ -87,16 +69,16 @@ def cmd_train(a) -> None:
     if saved.exists() and saved.read_text() != text and not (out / "train_result.json").exists():
         raise SeqkdError(f"{saved}: this folder holds a run with a different config; use another --out")
     d = dist.setup(cfg.train.device)  # under torchrun: the process group, before any collective work
-    if cfg.train.init_from or a.vocab:  # the training text is streamed from disk, never held in memory
+    vocab = cfg.train.init_from or a.vocab  # the starting model's vocabulary, else the given one, else trained
+    if vocab:  # the training text is streamed from disk, never held in memory
         train_pairs = (None, None, stream_train_pairs(cfg.data))
     else:  # the vocabulary is learnt from the text first (rank 0 only)
         train_pairs = (*load_pairs(cfg.data, "train"), None)
     val = load_pairs(cfg.data, "val")
     data = TrainData(train_pairs[0], train_pairs[1], *val, pairs=train_pairs[2])
-    with run_lock(out, d):  # held from before the vocabulary is written to the end: one writer per folder
-        vocab, model = _vocab_and_model(a, cfg, data, out, d)
-        res = train(out, cfg.train, model, vocab, data, teacher_fn=word_kd_teacher(cfg, vocab, data), config_text=text,
-                    progress=not a.quiet, locked=True)
+    res = train_run(out, cfg.train, cfg.model, data, vocab=vocab, init_from=cfg.train.init_from,
+                    teacher=lambda v: word_kd_teacher(cfg, v, data), vocab_cfg=cfg.vocab,
+                    vocab_threads=a.threads or 2, config_text=text, progress=not a.quiet)
     if not d.main:
         return
     print(json.dumps(res, indent=2))
@@ -104,6 +86,7 @@ def cmd_train(a) -> None:
 
 def cmd_distill(a) -> None:
     from seqkd.config import RunConfig, load_run_config
+    from seqkd.distill.config import DistillConfig
     from seqkd.distill.workers import Worker, distill_worker
 
     _check_distill_args(a)

@@ -13,9 +13,9 @@ import urllib.request
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import zip_longest
+from itertools import chain, zip_longest
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from seqkd.util.fsutil import SeqkdError, atomic_open, sha256_file  # noqa: F401 (sha256_file re-exported)
 
@@ -59,6 +59,21 @@ def decode_line(raw: bytes, path: str | os.PathLike, lineno: int) -> str:
         raise SeqkdError(f"{path}:{lineno}: invalid UTF-8 (byte offset {e.start} in line)") from None
 
 
+def _raw_lines(path: Path) -> Iterator[bytes]:
+    """The raw lines (terminators kept) of a plain or gzipped (``.gz`` suffix) file, one at a time; a missing,
+    unreadable or corrupt file is a SeqkdError naming it."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            yield from f
+    except FileNotFoundError:
+        raise SeqkdError(f"{path}: file not found") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise SeqkdError(f"{path}: not a valid gzip file ({e or type(e).__name__})") from None
+    except OSError as e:
+        raise SeqkdError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
 def iter_lines(path: str | os.PathLike) -> Iterator[str]:
     """The lines of a plain or gzipped (``.gz`` suffix) UTF-8 text file, one at a time.
 
@@ -67,17 +82,8 @@ def iter_lines(path: str | os.PathLike) -> Iterator[str]:
     exact line.
     """
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            for lineno, raw in enumerate(f, start=1):
-                yield decode_line(raw, path, lineno)
-    except FileNotFoundError:
-        raise SeqkdError(f"{path}: file not found") from None
-    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
-        raise SeqkdError(f"{path}: not a valid gzip file ({e or type(e).__name__})") from None
-    except OSError as e:
-        raise SeqkdError(f"{path}: cannot read ({e.strerror or e})") from None
+    for lineno, raw in enumerate(_raw_lines(path), start=1):
+        yield decode_line(raw, path, lineno)
 
 
 def read_stream(f: BinaryIO, name: str) -> list[str]:
@@ -92,25 +98,56 @@ def read_lines(path: str | os.PathLike) -> list[str]:
     return list(iter_lines(path))
 
 
+class Line(NamedTuple):
+    """One line of two line-aligned files (`parallel_lines`)."""
+
+    no: int  # 1-based line number
+    src: str
+    tgt: str
+    src_offset: int  # where the line starts in the source file, in bytes (of the uncompressed text for .gz)
+    tgt_offset: int
+
+
+def misaligned(src_path: str | os.PathLike, n_src: int, tgt_path: str | os.PathLike, n_tgt: int) -> SeqkdError:
+    """The error for parallel files of different lengths, naming both counts."""
+    return SeqkdError(f"{src_path} has {n_src} lines but {tgt_path} has {n_tgt} (files must be aligned line by line)")
+
+
+def parallel_lines(src_path: str | os.PathLike, tgt_path: str | os.PathLike) -> Iterator[Line]:
+    """The one reader of parallel text: the lines of two line-aligned files (plain or gzipped), streamed side by
+    side, each decoded as `iter_lines` decodes it (a bad line is a SeqkdError naming file and line). Files of
+    different lengths are a SeqkdError naming both line counts (`misaligned`), raised when the shorter ends; the
+    rest of the longer is read (and checked) to count it."""
+    paths = Path(src_path), Path(tgt_path)
+    raws = _raw_lines(paths[0]), _raw_lines(paths[1])
+    offsets = [0, 0]
+    for no, (raw_s, raw_t) in enumerate(zip_longest(*raws), start=1):
+        if raw_s is None or raw_t is None:
+            side = 0 if raw_s is not None else 1  # the longer file: its line `no` is read, the rest follows
+            last = no - 1
+            for last, raw in enumerate(chain([raw_s if side == 0 else raw_t], raws[side]), start=no):
+                decode_line(raw, paths[side], last)
+            counts = (last, no - 1) if side == 0 else (no - 1, last)
+            raise misaligned(src_path, counts[0], tgt_path, counts[1])
+        yield Line(no, decode_line(raw_s, paths[0], no), decode_line(raw_t, paths[1], no), offsets[0], offsets[1])
+        offsets[0] += len(raw_s)
+        offsets[1] += len(raw_t)
+
+
 def iter_parallel(src_path: str | os.PathLike, tgt_path: str | os.PathLike) -> Iterator[tuple[str, str]]:
-    """Pairs of two line-aligned files, streamed; SeqkdError when one file ends before the other."""
-    n = 0
-    for n, (s, t) in enumerate(zip_longest(iter_lines(src_path), iter_lines(tgt_path)), start=1):
-        if s is None or t is None:
-            short, long_ = (src_path, tgt_path) if s is None else (tgt_path, src_path)
-            raise SeqkdError(f"{short} has {n - 1} lines but {long_} has more "
-                             "(files must be aligned line by line)")
-        yield s, t
+    """Pairs of two line-aligned files, streamed (`parallel_lines`)."""
+    for line in parallel_lines(src_path, tgt_path):
+        yield line.src, line.tgt
 
 
 def read_parallel(src_path: str | os.PathLike, tgt_path: str | os.PathLike) -> tuple[list[str], list[str]]:
-    """Read two line-aligned files; raise SeqkdError if their line counts differ."""
-    src, tgt = read_lines(src_path), read_lines(tgt_path)
-    if len(src) != len(tgt):
-        raise SeqkdError(
-            f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)} "
-            "(files must be aligned line by line)"
-        )
+    """The lines of two line-aligned files in two lists (`parallel_lines`: SeqkdError if their line counts
+    differ)."""
+    src: list[str] = []
+    tgt: list[str] = []
+    for line in parallel_lines(src_path, tgt_path):
+        src.append(line.src)
+        tgt.append(line.tgt)
     return src, tgt
 
 
@@ -324,16 +361,3 @@ def corpus_files(
             path = _cached_file(split, lang, cache)
         out.append(path)
     return out[0], out[1]
-
-
-def load_split(
-    name: str,
-    split: str,
-    src: str,
-    tgt: str,
-    data_dir: str | os.PathLike | None = None,
-    cache_dir: str | os.PathLike | None = None,
-) -> tuple[list[str], list[str]]:
-    """Source and target lines of one split (uncleaned), checked to be aligned."""
-    src_path, tgt_path = corpus_files(name, split, src, tgt, data_dir=data_dir, cache_dir=cache_dir)
-    return read_parallel(src_path, tgt_path)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 
-from seqkd.data.corpus import CleanStats, clean_pairs, corpus_files, iter_parallel, keep_pair, load_split, read_parallel
+from seqkd.data.corpus import CleanStats, clean_pairs, corpus_files, iter_parallel, keep_pair, misaligned, read_parallel
 from seqkd.util.fsutil import SeqkdError
 
 log = logging.getLogger(__name__)
@@ -34,39 +34,43 @@ class DataConfig:
     max_ratio: float = 9.0
 
 
+def explicit_files(dc: DataConfig, role: str) -> tuple[str, str] | None:
+    """The two files the config names for role 'train', 'val' or 'test': a distilled folder's train.src /
+    train.tgt (training), else train_src / train_tgt or val_src / val_tgt when both are given; None: the role
+    reads the named corpus split."""
+    if role == "train" and dc.distilled:
+        return f"{dc.distilled}/train.src", f"{dc.distilled}/train.tgt"
+    files = {"train": (dc.train_src, dc.train_tgt), "val": (dc.val_src, dc.val_tgt)}.get(role, (None, None))
+    return files if files[0] and files[1] else None
+
+
+def role_files(dc: DataConfig, role: str) -> tuple[str, str]:
+    """The two files role 'train', 'val' or 'test' reads (a named corpus split is found or fetched first)."""
+    files = explicit_files(dc, role)
+    if files:
+        return files
+    split = {"train": dc.train_split, "val": dc.val_split, "test": dc.test_split}[role]
+    s, t = corpus_files(dc.corpus, split, dc.src, dc.tgt, data_dir=dc.data_dir)
+    return str(s), str(t)
+
+
 def load_pairs(dc: DataConfig, role: str) -> tuple[list[str], list[str]]:
     """Lines for role 'train', 'val' or 'test'; training pairs are cleaned (counts logged)."""
-    files = {"train": (dc.train_src, dc.train_tgt), "val": (dc.val_src, dc.val_tgt)}.get(role, (None, None))
-    if role == "train" and dc.distilled:
-        files = (f"{dc.distilled}/train.src", f"{dc.distilled}/train.tgt")
-    if files[0] and files[1]:
-        src, tgt = read_parallel(files[0], files[1])
-    else:
-        split = {"train": dc.train_split, "val": dc.val_split, "test": dc.test_split}[role]
-        src, tgt = load_split(dc.corpus, split, dc.src, dc.tgt, data_dir=dc.data_dir)
+    src, tgt = read_parallel(*role_files(dc, role))
+    files = explicit_files(dc, role)
     if role == "train":
         if dc.max_train_pairs:
             src, tgt = src[: dc.max_train_pairs], tgt[: dc.max_train_pairs]
         src, tgt, stats = clean_pairs(src, tgt, dc.max_chars, dc.max_ratio)
         log.info("training data: %s", stats)
         if not src:
-            where = files[0] if files[0] and files[1] else f"{dc.corpus}:{dc.train_split}:{dc.src}-{dc.tgt}"
+            where = files[0] if files else f"{dc.corpus}:{dc.train_split}:{dc.src}-{dc.tgt}"
             raise SeqkdError(f"{where}: no usable training pairs ({stats})")
     if role == "val" and not src:  # training validates on it at the end of every epoch: refuse it before the first
-        where = files[0] if files[0] and files[1] else f"{dc.corpus}:{dc.val_split}:{dc.src}-{dc.tgt}"
+        where = files[0] if files else f"{dc.corpus}:{dc.val_split}:{dc.src}-{dc.tgt}"
         raise SeqkdError(f"{where}: the validation set is empty (0 lines); training validates on it after "
                          "every epoch")
     return src, tgt
-
-
-def train_files(dc: DataConfig) -> tuple[str, str]:
-    """The two files the training pairs come from (a named corpus is fetched or found first)."""
-    if dc.distilled:
-        return f"{dc.distilled}/train.src", f"{dc.distilled}/train.tgt"
-    if dc.train_src and dc.train_tgt:
-        return dc.train_src, dc.train_tgt
-    s, t = corpus_files(dc.corpus, dc.train_split, dc.src, dc.tgt, data_dir=dc.data_dir)
-    return str(s), str(t)
 
 
 def _count_lines(path: str) -> int:
@@ -88,11 +92,10 @@ def _count_lines(path: str) -> int:
 def stream_train_pairs(dc: DataConfig) -> Callable[[], Iterable[tuple[str, str]]]:
     """The cleaned training pairs as `load_pairs(dc, "train")` gives them, read from disk on each call
     (for corpora too large to hold in memory). The files are found and checked to be aligned now."""
-    src_path, tgt_path = train_files(dc)
+    src_path, tgt_path = role_files(dc, "train")
     n_src, n_tgt = _count_lines(src_path), _count_lines(tgt_path)
     if n_src != n_tgt:
-        raise SeqkdError(f"{src_path} has {n_src} lines but {tgt_path} has {n_tgt} "
-                         "(files must be aligned line by line)")
+        raise misaligned(src_path, n_src, tgt_path, n_tgt)
     if n_src == 0:
         raise SeqkdError(f"{src_path}: no training pairs (the file is empty)")
 

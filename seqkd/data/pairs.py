@@ -16,8 +16,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from seqkd.data.corpus import CleanStats, decode_line, keep_pair
-from seqkd.data.load import load_pairs
+from seqkd.data.corpus import CleanStats, decode_line, keep_pair, parallel_lines
+from seqkd.data.load import explicit_files, load_pairs
 from seqkd.util.fsutil import SeqkdError, hash_lines, sync_replace
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,8 @@ class FilePairs:
     def __init__(self, src_path: str | Path, ref_path: str | Path, max_pairs: int = 0, max_chars: int = 1000,
                  max_ratio: float = 9.0, cache_dir: str | Path | None = None):
         self.paths = (Path(src_path), Path(ref_path))
+        if any(p.suffix == ".gz" for p in self.paths):  # its lines are read back by byte offset
+            raise SeqkdError(f"{self.paths[0]}, {self.paths[1]}: a line-offset index needs plain text files, not .gz")
         self._digest = ""
         self._cache = None
         if cache_dir is not None:
@@ -91,26 +93,13 @@ class FilePairs:
         self._lineno = array("q")  # 1-based line number of each kept pair, for error messages
         self._src_hash = hashlib.sha256()  # the source side of `digest`, hashed on the way
         total = 0
-        try:
-            with open(self.paths[0], "rb") as fs, open(self.paths[1], "rb") as ft:
-                pos = [0, 0]
-                while True:
-                    raw_s, raw_t = fs.readline(), ft.readline()
-                    if not raw_s or not raw_t:
-                        if raw_s or raw_t:
-                            self._misaligned(total, fs, raw_s, ft, raw_t)
-                        break
-                    total += 1
-                    s, t = decode_line(raw_s, self.paths[0], total), decode_line(raw_t, self.paths[1], total)
-                    if (not max_pairs or total <= max_pairs) and _keep(s, t, max_chars, max_ratio):
-                        self._off[0].append(pos[0])
-                        self._off[1].append(pos[1])
-                        self._lineno.append(total)
-                        self._src_hash.update(s.encode("utf-8") + b"\n")
-                    pos[0] += len(raw_s)
-                    pos[1] += len(raw_t)
-        except FileNotFoundError as e:
-            raise SeqkdError(f"{e.filename}: file not found") from None
+        for line in parallel_lines(*self.paths):
+            total = line.no
+            if (not max_pairs or total <= max_pairs) and _keep(line.src, line.tgt, max_chars, max_ratio):
+                self._off[0].append(line.src_offset)
+                self._off[1].append(line.tgt_offset)
+                self._lineno.append(total)
+                self._src_hash.update(line.src.encode("utf-8") + b"\n")
         log.info("training data: kept %d of %d pairs (%s)", len(self), total, self.paths[0])
 
     def _key(self, max_pairs: int, max_chars: int, max_ratio: float) -> str:
@@ -148,12 +137,6 @@ class FilePairs:
             sync_replace(tmp, self._cache)
         except OSError:  # a cache only: a read-only or full output folder must not stop the work
             tmp.unlink(missing_ok=True)
-
-    def _misaligned(self, total: int, fs, raw_s: bytes, ft, raw_t: bytes) -> None:
-        n_src = total + (1 + sum(1 for _ in fs) if raw_s else 0)
-        n_ref = total + (1 + sum(1 for _ in ft) if raw_t else 0)
-        raise SeqkdError(f"{self.paths[0]} has {n_src} lines but {self.paths[1]} has {n_ref} "
-                         "(files must be aligned line by line)")
 
     def __len__(self) -> int:
         return len(self._lineno)
@@ -198,8 +181,8 @@ def training_pairs(dc, cache_dir: str | Path | None = None) -> Pairs:
     """A `DataConfig`'s training pairs: plain explicit files through a line-offset index (a worker holds
     one shard's lines at a time; cached in `cache_dir`), else the lists `load_pairs` reads (a named
     corpus, .gz files)."""
-    files = (f"{dc.distilled}/train.src", f"{dc.distilled}/train.tgt") if dc.distilled else (dc.train_src, dc.train_tgt)
-    if all(files) and not any(Path(f).suffix == ".gz" for f in files):
+    files = explicit_files(dc, "train")
+    if files and not any(Path(f).suffix == ".gz" for f in files):
         return FilePairs(*files, max_pairs=dc.max_train_pairs, max_chars=dc.max_chars, max_ratio=dc.max_ratio,
                          cache_dir=cache_dir)
     return ListPairs(*load_pairs(dc, "train"))

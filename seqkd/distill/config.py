@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from seqkd.inference.decode import DecodeConfig
+
+# The fields a distillation hands to its teacher's `DecodeConfig` as they are (same names, meanings and defaults).
+# They stay fields of DistillConfig itself, in their place: `asdict(DistillConfig)` is the distilled data's identity
+# (`workers._identity`, recorded in every distilled folder), so nesting a DecodeConfig would orphan those folders.
+DECODE_FIELDS = ("engine", "beam", "compute_type", "max_len_a", "max_len_b", "max_tokens", "threads")
+
 
 @dataclass
 class DistillConfig:
@@ -26,6 +33,15 @@ class DistillConfig:
     threads: int = 0
     inter_threads: int = 0
     device: str = "cpu"  # cpu | cuda (each worker on GPU LOCAL_RANK modulo the GPUs it sees)
+
+    def decode_config(self, device: str = "cpu", device_index: int = 0) -> DecodeConfig:
+        """The teacher's decoding settings: DECODE_FIELDS as they are; Seq-Inter asks for `beam`-best lists;
+        `inter_threads` 0 becomes 2 for n-best lists, 1 for beam output; `device` / `device_index` are the
+        worker's (`workers` resolves them from `device`)."""
+        seq_inter = self.mode == "seq_inter"
+        return DecodeConfig(**{k: getattr(self, k) for k in DECODE_FIELDS}, nbest=self.beam if seq_inter else 1,
+                            inter_threads=self.inter_threads or (2 if seq_inter else 1), device=device,
+                            device_index=device_index)
 
 
 # fields left out of the data's identity: a new field belongs here unless it changes the data, so that

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from seqkd.data.pairs import ListPairs, Pairs
 from seqkd.distill.config import SPEED_FIELDS, DistillConfig
 from seqkd.distill.shards import LOCK, locked, merge, shard_path, try_claim, unfinished
-from seqkd.inference.decode import DecodeConfig, Translator
+from seqkd.inference.decode import Translator
 from seqkd.models.marian import weights_hash
 from seqkd.util import faults
 from seqkd.util.fsutil import SeqkdError, atomic_open, make_folder, read_json, write_json
@@ -169,13 +169,8 @@ def _device(cfg: DistillConfig, worker: Worker) -> tuple[str, int]:
 
 def _translator(teacher_dir: Path, out: Path, cfg: DistillConfig, worker: Worker) -> Translator:
     device, index = _device(cfg, worker)
-    dc = DecodeConfig(engine=cfg.engine, beam=cfg.beam, nbest=cfg.beam if cfg.mode == "seq_inter" else 1,
-                      compute_type=cfg.compute_type, max_len_a=cfg.max_len_a, max_len_b=cfg.max_len_b,
-                      max_tokens=cfg.max_tokens, threads=cfg.threads,
-                      inter_threads=cfg.inter_threads or (2 if cfg.mode == "seq_inter" else 1),
-                      device=device, device_index=index)
     with locked(out / LOCK):  # the teacher's CTranslate2 conversion is made once, not once per worker
-        return Translator(teacher_dir, dc)
+        return Translator(teacher_dir, cfg.decode_config(device, index))
 
 
 def _write_shard(path: Path, part: Sequence[int], pairs: Pairs, tr: Translator, cfg: DistillConfig) -> None:

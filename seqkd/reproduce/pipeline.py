@@ -20,7 +20,7 @@ from seqkd.models.marian import SIZES, ModelConfig, check_size
 from seqkd.reproduce import graph
 from seqkd.reproduce.graph import GraphInput, prune_name, stable_hash
 from seqkd.reproduce.grid import Grid, GridOptions, TimeLimitReached
-from seqkd.reproduce.report import write_report
+from seqkd.reproduce.report import Z1_RATIO, write_report
 from seqkd.reproduce.runner import Runner, StopAfter
 from seqkd.reproduce.stages import Stages
 from seqkd.training.dist import resolve_device
@@ -85,7 +85,7 @@ class ReproduceConfig:
     # a student trained from scratch that ends under this fraction of the teacher's validation BLEU
     # has failed to train (a diverged or collapsed run): the stage fails loudly instead of being kept
     min_student_fraction: float = 0.0
-    int8_min_ratio: float = 13.0  # int8 candidates: pruned models >= this many x fewer non-zeros than the teacher
+    int8_min_ratio: float = Z1_RATIO  # int8 candidates: pruned models >= this many x fewer non-zeros than the teacher
     eval_beam: int = 5
     eval_max_sents: int = 0
     latency_sents: int = 100  # per system: the first N test sentences translated one at a time (p50 / p95 ms)

@@ -25,10 +25,11 @@ from seqkd.inference.decode_tune import ENGINE_FACTORS, sweep
 from seqkd.inference.evaluate import bleu, evaluate
 from seqkd.inference.export import export_ct2
 from seqkd.inference.shortlist import ShortlistConfig, build_vmap, vmap_stats, write_vmap
-from seqkd.models.marian import SIZES, build_model, count_params, load_model
+from seqkd.models.marian import SIZES, count_params, load_model
 from seqkd.models.shrink import stack
 from seqkd.training.kd import build_topk_cache, offline_teacher
-from seqkd.training.trainer import TrainData, train
+from seqkd.training.run import train_run
+from seqkd.training.trainer import TrainData
 from seqkd.util.fsutil import SeqkdError, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -80,21 +81,23 @@ class Stages:
         src, tgt = read_parallel(self._dir(folder) / "train.src", self._dir(folder) / "train.tgt")
         return TrainData(src, tgt, self.refs.val_src, self.refs.val_tgt)
 
+    def _threads(self, train_cfg):
+        """`train_cfg` with the grid's threads (`--threads`) where the recipe leaves them at 0 (torch's default)."""
+        if train_cfg.threads == 0 and self.cfg.threads:
+            return replace(train_cfg, threads=self.cfg.threads)
+        return train_cfg
+
     def _train(self, d: Path, model_cfg, train_cfg, data: TrainData, init_from: str | Path | None = None,
                teacher_fn=None) -> None:
         """Train into `d`: from `init_from` (a stage name, or a model folder) or a fresh `model_cfg` model."""
-        v = self.vocab_obj
-        if train_cfg.threads == 0 and self.cfg.threads:
-            train_cfg = replace(train_cfg, threads=self.cfg.threads)
+        train_cfg, init_dir = self._threads(train_cfg), None
         if init_from:
             init_dir = init_from if isinstance(init_from, Path) else self._dir(init_from)
-            model = load_model(init_dir)
             train_cfg = replace(train_cfg, init_from=os.path.relpath(init_dir, d))  # no machine path in records
-        else:
-            model = build_model(model_cfg, v.size, v.pad_id, v.eos_id, seed=train_cfg.seed)
         text = yaml.safe_dump({"model": to_dict(model_cfg) if model_cfg else None, "train": to_dict(train_cfg),
                                "preset": self.cfg.preset}, sort_keys=False)
-        train(d, train_cfg, model, v, data, teacher_fn=teacher_fn, progress=self.progress, config_text=text)
+        train_run(d, train_cfg, model_cfg, data, vocab=self.vocab_obj, init_from=init_dir,
+                  teacher=lambda v: teacher_fn, config_text=text, progress=self.progress)
 
     def _word_kd(self, train_cfg, cache: str, data: TrainData):
         """(train config with the mixed loss, offline teacher from the top-k cache `cache`)."""
@@ -205,9 +208,7 @@ class Stages:
 
         def run(d: Path) -> None:
             pc = PruneConfig(sparsity=sparsity, scheme=scheme, schedule=(sparsity,))
-            tc = self.cfg.prune_train
-            if tc.threads == 0 and self.cfg.threads:
-                tc = replace(tc, threads=self.cfg.threads)
+            tc = self._threads(self.cfg.prune_train)
             ft = replace(self.cfg.finetune_train, threads=tc.threads)
             prune_and_retrain(self._model(parent), d, pc, tc, self._data("data_seq_kd"), progress=self.progress,
                               finetune=(ft, self._data("data_seq_inter")))

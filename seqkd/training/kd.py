@@ -17,7 +17,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 from tqdm import tqdm
 
-from seqkd.data.batching import collate, token_batches
+from seqkd.data.batching import IGNORE, collate, token_batches
 from seqkd.data.tokdata import hash_pairs
 from seqkd.data.vocab import Vocab
 from seqkd.models.marian import load_model, log_probs, training_logits, weights_hash
@@ -145,7 +145,7 @@ def offline_teacher(cache_dir: str | Path, vocab: Vocab, input_sha256: str, temp
         for row, i in enumerate(indices):
             s, j = divmod(i, size)
             a, b = int(offsets[s][j]), int(offsets[s][j + 1])
-            if b - a != int(batch["labels"][row].ne(-100).sum()):
+            if b - a != int(batch["labels"][row].ne(IGNORE).sum()):
                 raise SeqkdError(f"{cache}: cached length of example {i} does not match its tokenization")
             p[row, : b - a] = torch.from_numpy(shards[s].get_slice("probs")[a:b].astype(np.float32))
             x[row, : b - a] = torch.from_numpy(shards[s].get_slice("ids")[a:b].astype(np.int64))

@@ -1,6 +1,6 @@
 """Training losses with one signature: `(student_logits, labels, teacher) -> (loss, logs)`.
 
-Shapes: logits (B, T, V) float; labels (B, T) long with `ignore` (-100) at padding; teacher either
+Shapes: logits (B, T, V) float; labels (B, T) long with `IGNORE` (`batching.IGNORE`) at padding; teacher either
 None, full teacher logits (B, T, V), or a top-k pair (values (B, T, k) probabilities, indices
 (B, T, k) long). Losses are sums over target tokens; the trainer divides by the token count.
 """

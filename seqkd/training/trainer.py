@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from seqkd.data import stream
+from seqkd.data.batching import IGNORE
 from seqkd.data.vocab import Vocab
 from seqkd.models.marian import count_params, save_model, training_logits
 from seqkd.training import checkpoint, dist, validation
@@ -387,7 +388,7 @@ class Trainer:
         teacher = to_device(self.teacher_fn(rows.tolist(), b), dev) if self.teacher_fn else None
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.autocast):
             logits = self._forward(b)
-        ntok = int(b["labels"].ne(-100).sum()) * weight
+        ntok = int(b["labels"].ne(IGNORE).sum()) * weight
         loss, logs = compute_loss(logits, b["labels"], cfg.loss, self.pad_id, teacher)
         global_ntok = self._backward(loss, ntok, weight)
         if cfg.clip_norm:

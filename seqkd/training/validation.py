@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from seqkd.data.batching import collate, token_batches
+from seqkd.data.batching import IGNORE, collate, token_batches
 from seqkd.data.vocab import Vocab
 from seqkd.inference.decode import DecodeConfig, Translator
 from seqkd.inference.evaluate import bleu
@@ -32,7 +32,7 @@ def validation_loss(model, src_ids, tgt_ids, pad_id: int, max_tokens: int, autoc
             logits = training_logits(model, b, pad_id)
         _, logs = compute_loss(logits, b["labels"], cfg, pad_id)
         total += logs["nll"]
-        ntok += int(b["labels"].ne(-100).sum())
+        ntok += int(b["labels"].ne(IGNORE).sum())
     model.train()
     return total / max(1, ntok)
 
