@@ -13,7 +13,8 @@
 #   4. the shortlist from the Seq-KD data, validation BLEU of both models, and `seqkd bench` (teacher and
 #      student, float32 and int8, without and with the shortlist, both thread layouts, 3 interleaved
 #      repetitions, latency one sentence at a time) on test_2016_flickr.
-#   5. S1 best against best from that bench JSON (`benchmarks/s1.py`), with the BLEU gap.
+#   5. S1 best against best from that bench (`seqkd bench --teacher teacher`, printed after its table), with the
+#      BLEU gap.
 # STUDENT_MINUTES=M caps the student's training time (the grid has no such cap: a session-sized look).
 # Every step is cached or resumable: rerun the same command after an interruption.
 #   SEQKD_DATA=../shared/data/multi30k bash benchmarks/fast_chain.sh [RUN] [OUT] [EPOCHS] [SIZE]
@@ -41,5 +42,4 @@ for m in teacher "$(basename "$STUDENT")"; do
 done
 seqkd bench --model "$RUN/teacher" --model "$STUDENT" --src "$SRC" --tgt "$TGT" --engines ct2,ct2-int8 \
   --vmap "$RUN/chain-vmap.txt" --vmap-both --layouts 1,2 --engine-batching --no-scores --beam 5 --repeats 3 \
-  --latency 200 --threads 2 --quiet --out "$OUT/fast_students.json" --plot "$OUT/fast_students.png"
-python benchmarks/s1.py "$OUT/fast_students.json" --teacher teacher
+  --latency 200 --threads 2 --quiet --out "$OUT/fast_students.json" --plot "$OUT/fast_students.png" --teacher teacher
