@@ -101,7 +101,8 @@ def test_corrupt_checkpoint(tmp_path, capsys, multi30k_dir):
 
 
 @pytest.mark.parametrize("argv", [[], ["vocab"], ["train"], ["distill"], ["prune"], ["shrink"], ["stack"], ["export"],
-                                  ["reproduce"], ["translate"], ["evaluate"], ["bench"], ["shortlist"]])
+                                  ["reproduce"], ["translate"], ["evaluate"], ["bench"], ["shortlist"],
+                                  ["tune-decode"]])
 def test_help_on_every_command(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv + ["--help"])

@@ -178,7 +178,29 @@ def cmd_shortlist(a) -> None:
 
 
 def cmd_bench(a) -> None:
-    from seqkd.inference.bench import bench, frontier_plot, table
+    from seqkd.inference.bench import frontier_plot, read_rows, s1_lines, table
+
+    if bool(a.model) == bool(a.from_json):
+        raise SeqkdError("give --model (repeat for several) to measure, or --from-json FILE to read a bench's rows")
+    if a.from_json and a.out:
+        raise SeqkdError("--out writes measured rows; with --from-json nothing is measured")
+    if a.teacher and a.model and a.teacher not in {Path(m).name for m in a.model}:
+        raise SeqkdError(f"--teacher {a.teacher!r}: not the folder name of any --model "
+                         f"({', '.join(Path(m).name for m in a.model)})")
+    rows = read_rows(a.from_json) if a.from_json else bench_rows(a)
+    print(table(rows))
+    if a.out:
+        write_json(a.out, rows)
+    if a.teacher:
+        print("\n".join(s1_lines(rows, a.teacher, a.s1_engine)
+                        or [f"S1: no model besides the teacher {a.teacher!r} in the rows"]))
+    if a.plot:
+        frontier_plot(rows, a.plot)
+
+
+def bench_rows(a) -> list[dict]:
+    """`seqkd bench`'s measurement: every --model on the split (or its first --max-sents lines)."""
+    from seqkd.inference.bench import bench
 
     if a.vmap_both and not a.vmap:
         raise SeqkdError("--vmap-both needs --vmap PATH")
@@ -188,14 +210,28 @@ def cmd_bench(a) -> None:
     src, refs = load_pairs(data_cfg(a, DataConfig(test_split=a.split)), "test")
     if a.max_sents:
         src, refs = src[: a.max_sents], refs[: a.max_sents]
-    rows = bench(a.model, src, a.engines.split(","), beam=a.beam, threads=a.threads, cfg=decode_cfg(a),
+    return bench(a.model, src, a.engines.split(","), beam=a.beam, threads=a.threads, cfg=decode_cfg(a),
                  repeats=a.repeats, latency_sents=a.latency, refs=refs, vmap_both=a.vmap_both,
                  layouts=layouts or None)
-    print(table(rows))
+
+
+def cmd_tune_decode(a) -> None:
+    import torch
+
+    from seqkd.inference.decode_tune import sweep, sweep_table
+
+    if len(a.model) != len(a.beam):
+        raise SeqkdError(f"give one --beam per --model ({len(a.model)} --model, {len(a.beam)} --beam)")
+    if min(a.beam) < 1 or a.repeats < 1:
+        raise SeqkdError(f"--beam and --repeats must be >= 1, got {a.beam} and {a.repeats}")
+    src, refs = load_pairs(data_cfg(a, DataConfig(test_split=a.split)), "test")
+    if a.max_sents:
+        src, refs = src[: a.max_sents], refs[: a.max_sents]
+    threads = a.threads or torch.get_num_threads()
+    rows = [sweep(m, b, src, refs, threads, a.vmap, a.repeats, a.max_bleu_drop) for m, b in zip(a.model, a.beam)]
+    print(sweep_table(rows))
     if a.out:
         write_json(a.out, rows)
-    if a.plot:
-        frontier_plot(rows, a.plot)
 
 
 # --- parser -------------------------------------------------------------------------------------
@@ -379,8 +415,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_shortlist)
 
     s = sub.add_parser("bench", help="sentences/s, tokens/s and latency per model and engine, greedy and beam "
-                                     "(interleaved repetitions)")
-    s.add_argument("--model", required=True, action="append", help="model folder (repeat for several)")
+                                     "(interleaved repetitions); S1 with --teacher")
+    s.add_argument("--model", action="append", help="model folder (repeat for several)")
+    s.add_argument("--from-json", metavar="FILE", help="measure nothing: read the rows of an earlier `bench --out` "
+                   "(for its table, --teacher and --plot)")
     data_args(s, split="test_2016_flickr")
     s.add_argument("--engines", default="hf,ct2,ct2-int8", help="comma list of hf, ct2, ct2-int8")
     s.add_argument("--plot", help="write the BLEU / speed / latency frontier of every row to this PNG")
@@ -394,9 +432,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--layouts", metavar="N,N",
                    help="CTranslate2 inter_threads values to compare in the same run, e.g. 1,2 (default: "
                         "--inter-threads alone)")
+    s.add_argument("--teacher", metavar="NAME", help="after the table, S1 best against best for every other model: "
+                   "its fastest greedy row over the fastest beam row of the model whose folder name is NAME (median "
+                   "ratio, range from the two rows' extremes, BLEU gap)")
+    s.add_argument("--s1-engine", metavar="ENGINE", help="S1 over this engine's rows only, on both sides: hf, ct2 "
+                   "(float32) or ct2-int8 (default: any engine)")
     decode_args(s)
     run_args(s, threads=False)
     s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("tune-decode", help="each model's fastest CTranslate2 decoding settings, by measurement one "
+                                           "factor at a time (thread layout, batching, scores, int8, shortlist)")
+    s.add_argument("--model", required=True, action="append", help="model folder (repeat for several)")
+    s.add_argument("--beam", required=True, action="append", type=int,
+                   help="its beam size (repeat, in the order of --model)")
+    s.add_argument("--vmap", help="also try this shortlist (`seqkd shortlist`)")
+    data_args(s, split="val")
+    s.add_argument("--max-sents", type=int, default=0, help="use only the first N sentences")
+    s.add_argument("--repeats", type=int, default=3,
+                   help="timings per candidate, interleaved with the current best's (median and range)")
+    s.add_argument("--max-bleu-drop", type=float, default=0.2,
+                   help="keep a setting only within this much BLEU of the default settings' (default 0.2)")
+    s.add_argument("--out", help="write every model's trials and best settings as JSON")
+    run_args(s)
+    s.set_defaults(func=cmd_tune_decode)
     return p
 
 

@@ -8,6 +8,7 @@ thread layout, batching, scores, vmap).
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from dataclasses import replace
@@ -19,6 +20,8 @@ from seqkd.inference.decode import DecodeConfig, Translator
 from seqkd.inference.evaluate import bleu
 from seqkd.inference.plots import Panel, Point, Series
 from seqkd.inference.plots import frontier_plot as draw_frontier  # matplotlib is imported only when it draws
+from seqkd.inference.timing import Timing, time_interleaved
+from seqkd.util.fsutil import SeqkdError
 
 ENGINES = {"hf": ("hf", "float32"), "ct2": ("ct2", "float32"), "ct2-int8": ("ct2", "int8")}
 
@@ -54,10 +57,9 @@ def bench(models: str | list[str], src: list[str], engines: list[str], beam: int
           cfg: DecodeConfig | None = None, repeats: int = 1, latency_sents: int = 0,
           refs: list[str] | None = None, vmap_both: bool = False,
           layouts: list[int] | None = None) -> list[dict]:
-    """Time every (model, engine, shortlist, thread layout, search) over `src`, interleaved: each
-    repetition times every variant once, in an order rotated per repetition, so that a slow spell of the
-    machine hits all of them alike. A warm-up on a few lines precedes the first repetition; every
-    translator stays loaded.
+    """Time every (model, engine, shortlist, thread layout, search) over `src` with `time_interleaved`: a
+    warm-up, then each repetition times every variant once, in an order rotated per repetition, so that a
+    slow spell of the machine hits all of them alike; every translator stays loaded.
 
     Throughput: the median of `repeats` timings (and the min/max). Latency: the first `latency_sents`
     lines one at a time, every variant in turn for each line (0 = skip). With `refs`, each row also has
@@ -68,30 +70,17 @@ def bench(models: str | list[str], src: list[str], engines: list[str], beam: int
     """
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
-    variants = _variants(models, src, engines, beam, threads, cfg or DecodeConfig(), vmap_both, layouts)
-    secs: list[list[float]] = [[] for _ in variants]
-    outs: list[list] = [[] for _ in variants]
-    for rep in range(max(1, repeats)):
-        start = rep % len(variants)
-        for i in list(range(start, len(variants))) + list(range(start)):
-            _, tr, k = variants[i]
-            t = time.perf_counter()
-            outs[i] = tr.translate(src, beam=k)
-            secs[i].append(time.perf_counter() - t)
+    variants = _variants(models, engines, beam, threads, cfg or DecodeConfig(), vmap_both, layouts)
+    timings = time_interleaved([(tr, k) for _, tr, k in variants], src, repeats)
     ms: list[list[float]] = [[] for _ in variants]
     for line in src[:latency_sents]:
         for i, (_, tr, k) in enumerate(variants):
             ms[i].append(_time_one(tr, line, k))
     rows = []
-    for i, (fields, _, _) in enumerate(variants):
-        med, out = statistics.median(secs[i]), outs[i]
-        row = {**fields, "sentences": len(src), "repeats": len(secs[i]),
-               "seconds": med, "seconds_min": min(secs[i]), "seconds_max": max(secs[i]),
-               "sent_per_s": len(src) / med, "sent_per_s_min": len(src) / max(secs[i]),
-               "sent_per_s_max": len(src) / min(secs[i]),
-               "tgt_tok_per_s": sum(len(h[0].pieces) + 1 for h in out) / med}
+    for i, ((fields, _, _), tm) in enumerate(zip(variants, timings)):
+        row = {**fields, **throughput(tm)}
         if refs is not None:
-            score = bleu([h[0].text for h in out], refs)
+            score = bleu(tm.texts(), refs)
             row.update(bleu=score.score, bleu_signature=score.signature)
         if latency_sents:
             row.update(latency_stats(ms[i]))
@@ -99,9 +88,20 @@ def bench(models: str | list[str], src: list[str], engines: list[str], beam: int
     return rows
 
 
-def _variants(models: str | list[str], src: list[str], engines: list[str], beam: int, threads: int,
-              base: DecodeConfig, vmap_both: bool, layouts: list[int] | None) -> list[tuple[dict, Translator, int]]:
-    """`bench`'s variants, each loaded and warmed up on the first 16 lines: (row fields, translator, beam)."""
+def throughput(tm: Timing) -> dict:
+    """A bench row's timing fields: sentences, repetitions, seconds (median, min, max), sentences/s (median and
+    range) and target tokens/s (the kept repetition's tokens, `</s>` included, at the median rate)."""
+    tokens = sum(len(h[0].pieces) + 1 for h in tm.hyps)
+    return {"sentences": tm.n, "repeats": len(tm.seconds), "seconds": statistics.median(tm.seconds),
+            "seconds_min": min(tm.seconds), "seconds_max": max(tm.seconds), "sent_per_s": tm.sent_per_s,
+            "sent_per_s_min": tm.sent_per_s_min, "sent_per_s_max": tm.sent_per_s_max,
+            "tgt_tok_per_s": tokens / tm.n * tm.sent_per_s if tm.n else 0.0}
+
+
+def _variants(models: str | list[str], engines: list[str], beam: int, threads: int, base: DecodeConfig,
+              vmap_both: bool, layouts: list[int] | None) -> list[tuple[dict, Translator, int]]:
+    """`bench`'s variants, each translator loaded once for its greedy and beam rows: (row fields, translator,
+    beam)."""
     vmaps = [None, base.vmap] if base.vmap and vmap_both else [base.vmap]
     variants = []  # (row fields, translator, beam)
     for model in [models] if isinstance(models, (str, Path)) else models:
@@ -114,11 +114,29 @@ def _variants(models: str | list[str], src: list[str], engines: list[str], beam:
                     tr = Translator(model, replace(base, engine=engine, compute_type=compute, threads=threads,
                                                    vmap=vmap, inter_threads=inter))
                     for k in (1, beam):
-                        tr.translate(src[:16], beam=k)
                         variants.append(({"model": str(model), "engine": name, "search": "greedy" if k == 1
                                           else f"beam{k}", "threads": threads, "inter_threads": inter,
                                           "vmap": bool(vmap)}, tr, k))
     return variants
+
+
+ROW_FIELDS = ("model", "engine", "search", "threads", "inter_threads", "sentences", "seconds", "sent_per_s",
+              "sent_per_s_min", "sent_per_s_max", "tgt_tok_per_s")  # what `table` and S1 read of each row
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """The rows of a `seqkd bench --out` JSON file; a file that cannot be read or is not a list of bench rows is
+    a one-line SeqkdError naming it."""
+    p = Path(path)
+    try:
+        rows = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        raise SeqkdError(f"{p}: not a readable JSON file ({e})") from None
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and set(ROW_FIELDS) <= set(r)
+                                                         for r in rows):
+        raise SeqkdError(f"{p}: not the rows of `seqkd bench --out` (a non-empty list of objects with "
+                         f"{', '.join(ROW_FIELDS)})")
+    return rows
 
 
 def _layout(r: dict) -> str:
@@ -173,17 +191,40 @@ def best_against_best(rows: list[dict], teacher: str, student: str, engine: str 
     """S1 from one bench run: the student's fastest greedy row over the teacher's fastest beam row
     (models named by folder name; any shortlist or layout, and any engine unless `engine` names one, e.g.
     "ct2" for float32 on both sides), the median ratio, the range from the extremes of the two rows'
-    repetitions, and the student's BLEU minus the teacher's."""
+    repetitions, and the student's BLEU minus the teacher's. No such row (or no BLEU): a SeqkdError."""
     scored = [r for r in rows if "bleu" in r and engine in (None, r["engine"])]
-    s = max((r for r in scored if Path(r["model"]).name == student and r["search"] == "greedy"),
-            key=lambda r: r["sent_per_s"])
-    t = max((r for r in scored if Path(r["model"]).name == teacher and r["search"].startswith("beam")),
-            key=lambda r: r["sent_per_s"])
+    s = _fastest(scored, student, "greedy", engine)
+    t = _fastest(scored, teacher, "beam", engine)
     return {"student": f"{student} {_engine(s)} {_layout(s)} greedy", "teacher": f"{teacher} {_engine(t)} {_layout(t)} "
             f"{t['search']}", "student_sent_per_s": s["sent_per_s"], "teacher_sent_per_s": t["sent_per_s"],
             "speedup": s["sent_per_s"] / t["sent_per_s"],
             "speedup_range": [s["sent_per_s_min"] / t["sent_per_s_max"], s["sent_per_s_max"] / t["sent_per_s_min"]],
             "bleu_gap": s["bleu"] - t["bleu"]}
+
+
+def _fastest(scored: list[dict], model: str, search: str, engine: str | None) -> dict:
+    """The row of `model` (folder name) with `search` ("greedy", or "beam": any beam size) and the most
+    sentences/s among `scored`."""
+    sel = [r for r in scored if Path(r["model"]).name == model and r["search"].startswith(search)]
+    if not sel:
+        models = sorted({Path(r["model"]).name for r in scored})
+        raise SeqkdError(f"S1: no {search} row of model {model!r} with BLEU" + (f" on engine {engine}" if engine
+                         else "") + f" among the bench rows (models with BLEU: {', '.join(models) or 'none'})")
+    return max(sel, key=lambda r: r["sent_per_s"])
+
+
+def s1_lines(rows: list[dict], teacher: str, engine: str | None = None) -> list[str]:
+    """One S1 line (`best_against_best`) for each model of `rows` other than `teacher`, in first-seen order."""
+    lines = []
+    for student in dict.fromkeys(Path(r["model"]).name for r in rows):
+        if student == teacher:
+            continue
+        s = best_against_best(rows, teacher, student, engine)
+        lo, hi = s["speedup_range"]
+        lines.append(f"S1 = {s['speedup']:.1f}x (range {lo:.1f}-{hi:.1f}x): {s['student']} "
+                     f"{s['student_sent_per_s']:.1f} sent/s over {s['teacher']} {s['teacher_sent_per_s']:.1f} sent/s; "
+                     f"BLEU {s['bleu_gap']:+.2f}")
+    return lines
 
 
 def frontier_plot(rows: list[dict], path: str | Path) -> None:

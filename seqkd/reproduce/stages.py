@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import statistics
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from seqkd.inference.decode_tune import ENGINE_FACTORS, sweep
 from seqkd.inference.evaluate import bleu, evaluate
 from seqkd.inference.export import export_ct2
 from seqkd.inference.shortlist import ShortlistConfig, build_vmap, vmap_stats, write_vmap
+from seqkd.inference.timing import time_interleaved
 from seqkd.models.marian import SIZES, count_params, load_model
 from seqkd.models.shrink import stack
 from seqkd.training.kd import build_topk_cache, offline_teacher
@@ -240,17 +239,10 @@ class Stages:
             cfg = DecodeConfig(engine="ct2", threads=self.cfg.threads)
             teacher = Translator(self._dir("teacher"), cfg)
             t_beam = bleu([h[0].text for h in teacher.translate(src, beam=self.cfg.eval_beam)], ref).score
-            trs = {name: Translator(self._dir(name), cfg) for name in names}
-            for tr in trs.values():
-                tr.translate(src[:32], beam=1)
-            secs: dict[str, list[float]] = {name: [] for name in names}
-            for _ in range(max(1, self.cfg.speed_repeats)):  # interleaved: machine load hits every candidate alike
-                for name, tr in trs.items():
-                    t = time.perf_counter()
-                    tr.translate(src, beam=1)
-                    secs[name].append(time.perf_counter() - t)
-            rows = {name: {"val_bleu_greedy": val_bleu(self._dir(name)),
-                           "val_sent_per_s_greedy": len(src) / statistics.median(secs[name])} for name in names}
+            trs = [Translator(self._dir(name), cfg) for name in names]
+            timings = time_interleaved([(tr, 1) for tr in trs], src, self.cfg.speed_repeats)
+            rows = {name: {"val_bleu_greedy": val_bleu(self._dir(name)), "val_sent_per_s_greedy": t.sent_per_s}
+                    for name, t in zip(names, timings)}
             pick, ok = choose_fast(rows, t_beam, self.cfg.fast_max_drop)
             write_json(d / "pick.json", {"model": pick, "within_budget": ok, "teacher_val_bleu_beam": t_beam,
                                            "max_drop": self.cfg.fast_max_drop, "candidates": rows})
@@ -332,23 +324,13 @@ class Stages:
             cfgs = {k: DecodeConfig(engine="ct2", threads=self.cfg.threads, vmap=v) for k, (_, _, v) in runs.items()}
             tuning = self._tune(runs, cfgs) if self.cfg.tune_decoding else {}
             cfgs = {k: replace(c, **tuning[k]["best"]) if k in tuning else c for k, c in cfgs.items()}
-            tr = {k: Translator(self._dir(m), cfgs[k]) for k, (m, _, _) in runs.items()}
-            for k, (_, beam, _) in runs.items():
-                tr[k].translate(src[:32], beam=beam)
-            secs: dict[str, list[float]] = {k: [] for k in runs}
-            scores: dict[str, float] = {}
-            for _ in range(self.cfg.speed_repeats):
-                for k, (_, beam, _) in runs.items():
-                    t = time.perf_counter()
-                    hyps = tr[k].translate(src, beam=beam)
-                    secs[k].append(time.perf_counter() - t)
-                    scores[k] = bleu([h[0].text for h in hyps], ref).score
+            systems = [(Translator(self._dir(m), cfgs[k]), beam) for k, (m, beam, _) in runs.items()]
+            timings = dict(zip(runs, time_interleaved(systems, src, self.cfg.speed_repeats)))
             out = {"n": len(src), "threads": self.cfg.threads, "engine": "ct2", "student": best,
                    "fast": runs.get("fast_greedy", (None,))[0], "tuned_on": "validation" if tuning else None}
-            for k, s in secs.items():
-                rates = sorted(len(src) / x for x in s)
-                out[k] = {"sent_per_s_median": statistics.median(rates), "sent_per_s_min": rates[0],
-                          "sent_per_s_max": rates[-1], "seconds": s, "bleu": scores[k],
+            for k, t in timings.items():
+                out[k] = {"sent_per_s_median": t.sent_per_s, "sent_per_s_min": t.sent_per_s_min,
+                          "sent_per_s_max": t.sent_per_s_max, "seconds": t.seconds, "bleu": bleu(t.texts(), ref).score,
                           "settings": {f: getattr(cfgs[k], f) for f, _ in ENGINE_FACTORS}}
                 if k in tuning:
                     best = dict(tuning[k]["best"])
