@@ -198,7 +198,7 @@ def test_train_holds_the_lock_while_writing_the_vocabulary(tmp_path, capsys, mon
         seen.append(True)
         raise SeqkdError("stopped by the test after the check")
 
-    monkeypatch.setattr("seqkd.data.vocab.train_vocab", train_vocab)
+    monkeypatch.setattr("seqkd.training.run.train_vocab", train_vocab)
     fail(capsys, train_argv(out, *pair_files(tmp_path, "1 2\n", "2 1\n")), "stopped by the test")
     assert seen == [True]
     with folder_lock(out, "training run"):  # released at the end
