@@ -77,3 +77,27 @@ def read_input(path: str | None) -> list[str]:
 
 
 # --- commands -----------------------------------------------------------------------------------
+
+
+# the read-only analyses `seqkd reproduce --status` adds to its table: (flag, argparse keywords)
+STATUS_OPTIONS = (
+    ("--curves", dict(metavar="A,B", help="the per-epoch --metric of these stages (or metrics .jsonl files, "
+                      "relative to the run folder) as a markdown table")),
+    ("--metric", dict(default="val_bleu", choices=["val_bleu", "val_ppl", "epoch_s"],
+                      help="what --curves tabulates (epoch_s: seconds between validations)")),
+    ("--compare", dict(metavar="A,B", help="B's validation BLEU minus A's, per epoch and best")),
+    ("--ckpt", dict(metavar="STAGE", help="the share of STAGE's training time (or a metrics .jsonl file's) spent "
+                    "writing checkpoints")),
+    ("--stalls", dict(action="store_true", help="per training curve, the longest run of validations without a new "
+                      "best that a later best ended, and what --patience would have kept")),
+    ("--patience", dict(type=int, default=3, help="with --stalls: the patience to replay on each curve")),
+    ("--seconds-json", dict(metavar="FILE", help="write {stage: seconds} of the finished stages to FILE")),
+)
+
+
+def status_args(p) -> None:
+    """`reproduce --status`'s analysis options, as one argument group (each is an error without --status)."""
+    g = p.add_argument_group("with --status")
+    for flag, kw in STATUS_OPTIONS:
+        g.add_argument(flag, **kw)
+

@@ -9,7 +9,16 @@ import sys
 import warnings
 from pathlib import Path
 
-from seqkd.cli.common import config_args, data_args, data_cfg, decode_args, decode_cfg, read_input, run_args
+from seqkd.cli.common import (
+    config_args,
+    data_args,
+    data_cfg,
+    decode_args,
+    decode_cfg,
+    read_input,
+    run_args,
+    status_args,
+)
 from seqkd.cli.train import cmd_distill, cmd_prune, cmd_train, cmd_vocab
 from seqkd.data.corpus import read_parallel
 from seqkd.data.load import DataConfig, load_pairs
@@ -370,18 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--status", action="store_true", help="run nothing: where the run folder stands (every started "
                    "stage's clock, epochs, minutes per epoch, best val BLEU, fine-tuning gains; the seeds' mean ± sd "
                    "of baseline and seq_kd; total hours); reads only, safe beside a running grid")
-    s.add_argument("--curves", metavar="A,B", help="with --status: the per-epoch --metric of these stages (or "
-                   "metrics .jsonl files, relative to the run folder) as a markdown table")
-    s.add_argument("--metric", default="val_bleu", choices=["val_bleu", "val_ppl", "epoch_s"],
-                   help="what --curves tabulates (epoch_s: seconds between validations)")
-    s.add_argument("--compare", metavar="A,B", help="with --status: B's validation BLEU minus A's, per epoch and best")
-    s.add_argument("--ckpt", metavar="STAGE", help="with --status: the share of STAGE's training time (or a metrics "
-                   ".jsonl file's) spent writing checkpoints")
-    s.add_argument("--stalls", action="store_true", help="with --status: per training curve, the longest run of "
-                   "validations without a new best that a later best ended, and what --patience would have kept")
-    s.add_argument("--patience", type=int, default=3, help="with --stalls: the patience to replay on each curve")
-    s.add_argument("--seconds-json", metavar="FILE", help="with --status: write {stage: seconds} of the finished "
-                   "stages to FILE")
+    status_args(s)
     s.set_defaults(func=cmd_reproduce)
 
     s = sub.add_parser("translate", help="translate a file or stdin, one output line per input line")
