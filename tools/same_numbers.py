@@ -28,6 +28,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from seqkd.util.fsutil import read_jsonl
+
 ROOT = Path(__file__).resolve().parents[1]
 SKIP = ("elapsed", "per_s", "rss", "ckpt_s", "seconds", "epoch_s")  # metrics keys that are times or memory
 
@@ -56,7 +58,7 @@ def identities(tree: Path) -> dict:
 
 
 def metrics_rows(run_dir: Path) -> list[dict]:
-    rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    rows = read_jsonl(run_dir / "metrics.jsonl")
     return [{k: v for k, v in r.items() if not any(s in k for s in SKIP)} for r in rows]
 
 
@@ -64,7 +66,9 @@ def compare(a: Path, b: Path, grid: bool) -> list[str]:
     """The differences between two sides' outputs, one line each; [] when the numbers did not move."""
     bad = []
     ra, rb = metrics_rows(a / "train"), metrics_rows(b / "train")
-    if ra != rb:
+    if not ra or not any(r.get("type") == "val" for r in ra):
+        bad.append("train: no training or validation rows to compare")
+    elif ra != rb:
         first = next((i for i, (x, y) in enumerate(zip(ra, rb)) if x != y), min(len(ra), len(rb)))
         bad.append(f"train: metrics differ from row {first}: {ra[first:first + 1]} vs {rb[first:first + 1]}")
     for f in ("train.src", "train.tgt"):
