@@ -4,10 +4,13 @@ Layout (plain files, readable without seqkd):
 
     DIR/stages/<stage>@<identity>.json   one entry per finished stage, written last (atomically): its kind,
                                          clock, machine, and every file it keeps: {path: {sha256, size, gz}}
-    DIR/blobs/<sha256[:2]>/<sha256>[.gz] the files, stored once by content (a tokenizer shared by 40 models
-                                         is one blob); text, and any file gzip shrinks by a tenth or more
-                                         (pruned weights), is gzip-compressed (mtime 0: the same bytes every
-                                         time); other weights are safetensors as written
+    DIR/blobs/<sha256[:2]>/<sha256>[.f16][.gz]
+                                         the files, stored once by content (a tokenizer shared by 40 models
+                                         is one blob); weights whose float32 values are all float16 values (the
+                                         students', `TrainConfig.round_to`) as float16 safetensors that restore
+                                         the original bytes (.f16, `compact`); text, and any file gzip shrinks
+                                         by a tenth or more (pruned weights), gzip-compressed (mtime 0: the same
+                                         bytes every time); other weights are safetensors as written
 
 An entry with another identity is another stage (other settings) and is never used. Restoring checks
 every file's sha256: a truncated or corrupt blob is a one-line error naming it, and nothing of that
@@ -22,8 +25,10 @@ import hashlib
 import logging
 import os
 import shutil
+import struct
 from pathlib import Path
 
+from seqkd.reproduce import compact
 from seqkd.util.fsutil import SeqkdError, atomic_open, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -62,8 +67,12 @@ class Archive:
     def entry_path(self, name: str, h: str) -> Path:
         return self.root / "stages" / f"{name}@{h}.json"
 
-    def blob_path(self, sha: str, gz: bool) -> Path:
-        return self.root / "blobs" / sha[:2] / (sha + (".gz" if gz else ""))
+    def blob_path(self, sha: str, gz: bool, enc: str = "") -> Path:
+        return self.root / "blobs" / sha[:2] / (sha + (f".{enc}" if enc else "") + (".gz" if gz else ""))
+
+    def _blob(self, v: dict) -> Path:
+        """The blob of a file record {sha256, size, gz[, enc]}."""
+        return self.blob_path(v["sha256"], v["gz"], v.get("enc", ""))
 
     def entry(self, name: str, h: str) -> dict | None:
         """The entry of stage `name` under identity `h`, or None (an entry of other settings is another stage)."""
@@ -89,19 +98,28 @@ class Archive:
         write_json(self.entry_path(name, h), {"name": name, "hash": h, "kind": kind, "seconds": seconds,
                                               "machine": machine, "payload": payload, "files": files})
 
+    @staticmethod
+    def payload_files(folder: Path, kind: str) -> list[str]:
+        """The payload files (weights, data) that `save` would archive from stage folder `folder`."""
+        rels = (f.relative_to(folder) for f in sorted(folder.rglob("*")) if f.is_file())
+        return [r.as_posix() for r in rels if not _skipped(r, kind) and is_payload(r.as_posix())]
+
     def _put(self, f: Path) -> dict:
         """Store file `f` as a blob (once: content-addressed); gzip-compressed where that saves a tenth or more
         (text; pruned weights, mostly zeros; not dense float32 weights)."""
         data = f.read_bytes()
         sha = _sha(data)
-        for gz in (True, False):
-            if self.blob_path(sha, gz).exists():  # a blob, once written, is never rewritten
-                return {"sha256": sha, "size": len(data), "gz": gz}
-        packed = gzip.compress(data, compresslevel=6, mtime=0)
-        gz = f.name.endswith(TEXT_SUFFIXES) or len(packed) <= 0.9 * len(data)
-        with atomic_open(self.blob_path(sha, gz), "wb", encoding=None) as out:
-            out.write(packed if gz else data)
-        return {"sha256": sha, "size": len(data), "gz": gz}
+        for enc in ("", "f16"):
+            for gz in (True, False):
+                if self.blob_path(sha, gz, enc).exists():  # a blob, once written, is never rewritten
+                    return {"sha256": sha, "size": len(data), "gz": gz, **({"enc": enc} if enc else {})}
+        half = compact.pack(data) if f.name.endswith(".safetensors") else None
+        body, enc = (half, "f16") if half is not None else (data, "")
+        packed = gzip.compress(body, compresslevel=6, mtime=0)
+        gz = f.name.endswith(TEXT_SUFFIXES) or len(packed) <= 0.9 * len(body)
+        with atomic_open(self.blob_path(sha, gz, enc), "wb", encoding=None) as out:
+            out.write(packed if gz else body)
+        return {"sha256": sha, "size": len(data), "gz": gz, **({"enc": enc} if enc else {})}
 
     def drop_payload(self, name: str, h: str) -> None:
         """Keep only the records of stage `name`'s entry (its weights are no longer needed)."""
@@ -142,14 +160,15 @@ class Archive:
         return e
 
     def _get(self, v: dict, entry: Path) -> bytes:
-        p = self.blob_path(v["sha256"], v["gz"])
+        p = self._blob(v)
         try:
             data = p.read_bytes()
             data = gzip.decompress(data) if v["gz"] else data
+            data = compact.unpack(data) if v.get("enc") == "f16" else data
         except FileNotFoundError:
             raise SeqkdError(f"{p}: missing from the archive (named by {entry}); restore it or delete the entry") \
                 from None
-        except (OSError, EOFError, gzip.BadGzipFile) as e:
+        except (OSError, EOFError, gzip.BadGzipFile, ValueError, KeyError, struct.error) as e:
             raise SeqkdError(f"{p}: corrupt archive file ({e}); delete it and {entry}, then rerun") from None
         if len(data) != v["size"] or _sha(data) != v["sha256"]:
             raise SeqkdError(f"{p}: corrupt or truncated archive file (sha256 differs from {entry}); delete both "
@@ -175,7 +194,7 @@ class Archive:
             for v in e["files"].values():
                 if v["sha256"] not in seen:
                     seen.add(v["sha256"])
-                    k["bytes"] += self.blob_path(v["sha256"], v["gz"]).stat().st_size
+                    k["bytes"] += self._blob(v).stat().st_size
         records = sum(p.stat().st_size for p in (self.root / "stages").glob("*.json"))
         out["total"] = {"bytes": records + sum(k["bytes"] for k in out.values()), "entries_bytes": records}
         return out

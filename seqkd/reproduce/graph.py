@@ -147,11 +147,11 @@ def build(cfg, gi: GraphInput) -> list[Stage]:
                        {"m": identity(cfg.student), "seed": cfg.seeds[0], "t": identity(fp32)},
                        ("student", (cfg.student, cfg.seeds[0], "refs", False, "off")), fp32, group="seed"))
     fast = _fast_stages(cfg, g)
-    pruned = _prune_stages(cfg, g)
-    if fast:
+    if fast:  # chosen as soon as its candidates are there: the others' weights then leave the archive
         g.append(Stage("fast", "choice", ("teacher", *fast, "best"),
                        {"max_drop": cfg.fast_max_drop, "beam": cfg.eval_beam, "repeats": cfg.speed_repeats,
                         "n": cfg.eval_max_sents}, ("fast_pick", ([*fast, "best"],))))
+    pruned = _prune_stages(cfg, g)
     g.append(Stage("int8_pick", "choice", ("teacher", "best", *pruned), {"min_ratio": cfg.int8_min_ratio},
                    ("int8_pick", (pruned,)), reads=("teacher",)))
     g.append(Stage("best_int8", "export", ("int8_pick",), {}, ("export", ("int8_pick",)), group="int8"))

@@ -84,6 +84,7 @@ class Grid:
         self.finished: set[str] = set()
         self._picks: dict[str, str] = {}  # decided choices (a pick never changes within a run)
         self._passed_over: set[str] = set()  # stages that did not fit in the time limit (logged once)
+        self._records: dict[tuple[str, str], dict] = {}  # finished stages' JSON records (`record`)
 
     # --- where each stage's work is --------------------------------------------------------------
     def local_done(self, name: str) -> bool:
@@ -104,17 +105,56 @@ class Grid:
 
     def needs(self, name: str) -> set[str]:
         """The stages whose payload stage `name` reads (`Stage.reads`), and for one that stands for another's
-        model (a choice, an export), that model's stage: the pick, or every candidate while undecided."""
+        model (a choice, an export), that model's stage: the pick, or while undecided every candidate that can
+        still be picked (`live`)."""
         s = self.by[name]
         out: set[str] = set()
         stack = list(s.inputs if s.reads is None else s.reads)
         while stack:
             i = stack.pop()
             out.add(i)
-            if self.by[i].kind in STANDS_FOR:
-                p = self.pick(i) if self.by[i].kind == "choice" else None
-                stack += [p] if p else list(self.by[i].inputs)
+            if self.by[i].kind == "choice":
+                p = self.pick(i)
+                stack += [p] if p else self.live(i)
+            elif self.by[i].kind in STANDS_FOR:
+                stack += list(self.by[i].inputs)
         return out
+
+    def record(self, name: str, rel: str) -> dict | None:
+        """File `rel` (JSON) of finished stage `name`, from its folder or its archive entry; None when the stage
+        is not finished or lacks the file. Read once: a finished stage's records do not change."""
+        key = (name, rel)
+        if key not in self._records:
+            if self.local_done(name) and (self.r.out / name / rel).exists():
+                self._records[key] = read_json(self.r.out / name / rel)
+            elif (e := self.entry(name)) and rel in e["files"]:
+                self._records[key] = json.loads(self.archive.read(name, self.h[name], rel))
+            else:
+                return None
+        return self._records[key]
+
+    def live(self, choice: str) -> list[str]:
+        """The candidates of undecided choice `choice` that it can still pick. A choice by validation BLEU
+        (`best`, and `int8_pick` among the pruned models small enough) can no longer pick a finished candidate
+        below the best finished one, nor `int8_pick` one with too few zeros: their weights need not wait for
+        the choice (in the archive: one student's weights at a time, not eight). Every other candidate, and
+        every candidate of another choice (`fast` measures speed), stays."""
+        c = self.by[choice]
+        method, cands = c.body[0], list(c.inputs)
+        if method not in ("best_student", "int8_pick"):
+            return cands
+        scores = {n: r["best_metric"] for n in cands if (r := self.record(n, "train_result.json"))}
+        if method == "int8_pick":
+            teacher = self.record("teacher", "train_result.json")
+            pruned = set(c.body[1][0])
+            for n in list(scores):
+                res = self.record(n, "prune_result.json") if n in pruned else None
+                if n not in pruned or teacher is None or res is None:
+                    scores.pop(n)  # the teacher, the best student: kept anyway (users, fallback)
+                elif teacher["params"]["total"] / max(1, res["params_nonzero"]) < self.cfg.int8_min_ratio:
+                    scores[n] = float("-inf")
+        top = max(scores.values(), default=float("-inf"))
+        return [n for n in cands if n not in scores or (scores[n] >= top and scores[n] > float("-inf"))]
 
     def to_run(self) -> set[str]:
         """The stages that must run: those neither finished here nor archived, and archived ones whose payload
@@ -171,9 +211,15 @@ class Grid:
         return True
 
     def _archive(self, s: Stage) -> None:
-        if self.archive and not self.entry(s.name):
-            self.archive.save(s.name, self.h[s.name], s.kind, self.r.out / s.name, self.r.seconds[s.name],
-                              self.r.machines.get(s.name, {}), payload=KEEP[s.kind] != "never")
+        """Archive finished stage `s`: once; again when its entry lost its payload (dropped, then needed and
+        run again) and its folder has it now."""
+        if not self.archive:
+            return
+        e, folder = self.entry(s.name), self.r.out / s.name
+        payload = KEEP[s.kind] != "never"
+        if e is None or (payload and not e.get("payload", True) and self.archive.payload_files(folder, s.kind)):
+            self.archive.save(s.name, self.h[s.name], s.kind, folder, self.r.seconds[s.name],
+                              self.r.machines.get(s.name, {}), payload=payload)
 
     def _finished(self, s: Stage, todo: set[str]) -> None:
         self.finished.add(s.name)

@@ -31,7 +31,7 @@ from seqkd.models.marian import count_params, save_model, training_logits
 from seqkd.training import checkpoint, dist, validation
 from seqkd.training.dist import to_device
 from seqkd.training.losses import LossConfig, compute_loss
-from seqkd.training.precision import bf16_autocast
+from seqkd.training.precision import bf16_autocast, check_rounding, rounded
 from seqkd.util import memory
 from seqkd.util.fsutil import SeqkdError, append_jsonl, atomic_open, folder_lock, read_json, read_jsonl, write_json
 
@@ -51,6 +51,7 @@ class TrainConfig:
     max_steps: int = 0  # 0 = no limit
     max_minutes: float = 0.0  # training-time budget across resumes; 0 = no limit
     bf16: str = "off"  # off | on (autocast) | auto (on where the CPU has AVX-512 BF16 / AMX, or on CUDA)
+    round_to: str = ""  # "float16": validate and save the weights rounded to float16 values (`precision.rounded`)
     seed: int = 1
     threads: int = 0  # torch threads; 0 = torch's default
     device: str = "auto"  # auto (cuda when available) | cpu | cuda (an error without CUDA)
@@ -266,6 +267,7 @@ class Trainer:
         self.autocast: bool = bf16_autocast(cfg.bf16, self.device)
         if cfg.schedule not in SCHEDULES:
             raise SeqkdError(f"train.schedule must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
+        check_rounding(cfg.round_to)
         self.pad_id: int = vocab.pad_id
         run.mkdir(parents=True, exist_ok=True)
         self.st: stream.Stream = self._open_data(data)
@@ -446,12 +448,13 @@ class Trainer:
         triggers."""
         state, stop = self.state, False
         if self.d.main:
-            metric = self._val_metric()
-            improved, state.bad_vals, stop = patience_step(state.best, state.bad_vals, metric, self.cfg.patience)
-            if improved:
-                state.best, state.best_step = metric, state.step
-                save_model(self.model, self.run, {"seqkd.yaml": self.config_text} if self.config_text else None)
-                self.vocab.save_to(self.run)
+            with rounded(self.model, self.cfg.round_to):  # the weights validated are the weights saved
+                metric = self._val_metric()
+                improved, state.bad_vals, stop = patience_step(state.best, state.bad_vals, metric, self.cfg.patience)
+                if improved:
+                    state.best, state.best_step = metric, state.step
+                    save_model(self.model, self.run, {"seqkd.yaml": self.config_text} if self.config_text else None)
+                    self.vocab.save_to(self.run)
         shared = dist.broadcast(self.d, {"best": state.best, "best_step": state.best_step,
                                          "bad_vals": state.bad_vals, "stop": stop})
         state.best, state.best_step, state.bad_vals = shared["best"], shared["best_step"], shared["bad_vals"]
