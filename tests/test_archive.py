@@ -56,6 +56,10 @@ def test_archive_keeps_weights_only_where_needed(tiny_run):
     picks = {json.loads((out / c / "pick.json").read_text())["model"] for c in ("best", "fast", "int8_pick")}
     assert with_weights == {"teacher"} | picks
     assert "ct2-int8/model.bin" in entries["best_int8"]["files"]
+    # the students' float16-exact weights in half the bytes (restored bit-exactly: the test above); the teacher's as
+    # written
+    assert entries[res["best_student"]]["files"]["model.safetensors"].get("enc") == "f16"
+    assert "enc" not in entries["teacher"]["files"]["model.safetensors"]
     assert "metrics.jsonl" in entries["baseline"]["files"] and "train_result.json" in entries["baseline"]["files"]
     assert not any(f.endswith(".safetensors") for f in entries["data_topk"]["files"])
     assert {"train.src", "train.tgt"} <= set(entries["data_seq_kd"]["files"])
