@@ -3,7 +3,7 @@
 Layout (plain files, readable without seqkd):
 
     DIR/stages/<stage>@<identity>.json   one entry per finished stage, written last (atomically): its kind,
-                                         clock, machine, and every file it keeps: {path: {sha256, size, gz}}
+                                         clock, machine, and every file it keeps: {path: {sha256, size, gz[, enc]}}
     DIR/blobs/<sha256[:2]>/<sha256>[.f16][.gz]
                                          the files, stored once by content (a tokenizer shared by 40 models
                                          is one blob); weights whose float32 values are all float16 values (the
@@ -105,8 +105,9 @@ class Archive:
         return [r.as_posix() for r in rels if not _skipped(r, kind) and is_payload(r.as_posix())]
 
     def _put(self, f: Path) -> dict:
-        """Store file `f` as a blob (once: content-addressed); gzip-compressed where that saves a tenth or more
-        (text; pruned weights, mostly zeros; not dense float32 weights)."""
+        """Store file `f` as a blob (once: content-addressed): float16-exact float32 weights as float16 (`compact`,
+        enc "f16"); gzip-compressed where that saves a tenth or more (text; pruned weights, mostly zeros; not dense
+        float32 weights)."""
         data = f.read_bytes()
         sha = _sha(data)
         for enc in ("", "f16"):
