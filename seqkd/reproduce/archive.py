@@ -56,6 +56,12 @@ def _skipped(rel: Path, kind: str) -> bool:
             or parts[-1] in SKIP_FILES or parts[-1].endswith((".lock", ".tmp")) or parts[-1].startswith("."))
 
 
+def _kept(folder: Path, kind: str) -> list[str]:
+    """The files of stage folder `folder` that an archive entry can keep (relative POSIX paths, sorted)."""
+    rels = (f.relative_to(folder) for f in sorted(folder.rglob("*")) if f.is_file())
+    return [r.as_posix() for r in rels if not _skipped(r, kind)]
+
+
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -89,20 +95,14 @@ class Archive:
     def save(self, name: str, h: str, kind: str, folder: Path, seconds: float, machine: dict,
              payload: bool) -> None:
         """Archive stage folder `folder` (identity `h`): its records, and its payload when `payload`."""
-        files = {}
-        for f in sorted(folder.rglob("*")):
-            rel = f.relative_to(folder)
-            if not f.is_file() or _skipped(rel, kind) or (is_payload(rel.as_posix()) and not payload):
-                continue
-            files[rel.as_posix()] = self._put(f)
+        files = {rel: self._put(folder / rel) for rel in _kept(folder, kind) if payload or not is_payload(rel)}
         write_json(self.entry_path(name, h), {"name": name, "hash": h, "kind": kind, "seconds": seconds,
                                               "machine": machine, "payload": payload, "files": files})
 
     @staticmethod
     def payload_files(folder: Path, kind: str) -> list[str]:
         """The payload files (weights, data) that `save` would archive from stage folder `folder`."""
-        rels = (f.relative_to(folder) for f in sorted(folder.rglob("*")) if f.is_file())
-        return [r.as_posix() for r in rels if not _skipped(r, kind) and is_payload(r.as_posix())]
+        return [rel for rel in _kept(folder, kind) if is_payload(rel)]
 
     def _put(self, f: Path) -> dict:
         """Store file `f` as a blob (once: content-addressed): float16-exact float32 weights as float16 (`compact`,

@@ -28,7 +28,7 @@ from seqkd.reproduce.archive import Archive
 from seqkd.reproduce.graph import KEEP, STANDS_FOR, Stage, stage_hashes
 from seqkd.reproduce.machine import machine_gflops, machine_info, same_machine
 from seqkd.reproduce.runner import ARCHIVED, Runner, StopAfter
-from seqkd.reproduce.stages import Stages
+from seqkd.reproduce.stages import Stages, small_enough
 from seqkd.util.fsutil import read_json
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ class Grid:
                 res = self.record(n, "prune_result.json") if n in pruned else None
                 if n not in pruned or teacher is None or res is None:
                     scores.pop(n)  # the teacher, the best student: kept anyway (users, fallback)
-                elif teacher["params"]["total"] / max(1, res["params_nonzero"]) < self.cfg.int8_min_ratio:
+                elif not small_enough(teacher["params"]["total"], res["params_nonzero"], self.cfg.int8_min_ratio):
                     scores[n] = float("-inf")
         top = max(scores.values(), default=float("-inf"))
         return [n for n in cands if n not in scores or (scores[n] >= top and scores[n] > float("-inf"))]

@@ -40,6 +40,12 @@ def val_bleu(run_dir: Path) -> float:
     return read_json(run_dir / "train_result.json", ["best_metric"], _FIX)["best_metric"]
 
 
+def small_enough(teacher_total: int, nonzero: int, min_ratio: float) -> bool:
+    """Whether a pruned model with `nonzero` non-zero weights has at least `min_ratio` x fewer than the teacher's
+    `teacher_total`: an int8 candidate (`int8_pick`, and the grid's `live`)."""
+    return teacher_total / max(1, nonzero) >= min_ratio
+
+
 def choose_fast(rows: dict[str, dict], teacher_val_beam: float, max_drop: float) -> tuple[str, bool]:
     """(the fastest candidate whose validation greedy BLEU is within `max_drop` of the teacher's
     validation beam BLEU, True); when none is, (the one with the best validation BLEU, False)."""
@@ -220,8 +226,9 @@ class Stages:
 
         def run(d: Path) -> None:
             teacher = count_params(load_model(self._dir("teacher")))["total"]
-            ok = [p for p in pruned if teacher / read_json(self._dir(p) / "prune_result.json", ["params_nonzero"],
-                                                           _FIX)["params_nonzero"] >= self.cfg.int8_min_ratio]
+            ok = [p for p in pruned if small_enough(teacher, read_json(self._dir(p) / "prune_result.json",
+                                                                       ["params_nonzero"], _FIX)["params_nonzero"],
+                                                    self.cfg.int8_min_ratio)]
             pick = max(ok, key=lambda p: (val_bleu(self._dir(p)), p)) if ok else self.resolve("best")
             write_json(d / "pick.json", {"model": pick, "candidates": ok})
 

@@ -60,7 +60,8 @@ def rounded(model: torch.nn.Module, to: str) -> Iterator[None]:
     validation BLEU and every stage that reads it see the same rounded weights, while the optimiser goes on from
     the unrounded ones. Rounding to float16 values lets the run archive keep a student in half the bytes,
     bit-exactly (`reproduce.compact`); it moved validation BLEU by 0.00 (teacher, 40.78) and +0.01 (2+2 d168
-    baseline, 39.38) on Multi30k (docs/results/multi30k-de-en). The constant position tables are left as they are.
+    baseline, 39.38) on Multi30k (`benchmarks/round_fp16.py`, docs/results/multi30k-de-en). The constant position
+    tables are left as they are.
     """
     check_rounding(to)
     if not to:
