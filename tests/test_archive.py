@@ -157,7 +157,7 @@ def test_a_stage_starts_under_a_time_limit_only_if_the_stages_reading_its_weight
     teacher starts (its weights are kept for users anyway), a student does not: it and its chain take 240 s."""
     import time
 
-    from seqkd.reproduce.grid import Grid, TimeLimitReached, weight_chain
+    from seqkd.reproduce.grid import Grid, GridOptions, TimeLimitReached, weight_chain
 
     graph = _tiny_graph()
     by = {s.name: s for s in graph}
@@ -168,12 +168,33 @@ def test_a_stage_starts_under_a_time_limit_only_if_the_stages_reading_its_weight
     assert weight_chain(graph, by["baseline"], {"eval_baseline", "baseline+seq_inter", "eval_baseline+seq_inter"}) == []
     g = Grid.__new__(Grid)
     g.graph, g.finished, g.deadline, g._passed_over = graph, set(), time.time() + 150, set()
+    g.opts = GridOptions(jobs=1)
     monkeypatch.setattr(Grid, "estimate", lambda self, s: 60.0)
     g._check_time(by["teacher"])
     with pytest.raises(TimeLimitReached):
         g._check_time(by["baseline"])
     g.finished = {"eval_baseline", "baseline+seq_inter"}
     g._check_time(by["baseline"])  # 60 s + the one evaluation left
+
+
+def test_under_two_jobs_a_chain_is_timed_as_the_two_slots_run_it():
+    """A chain whose stages run side by side under `--jobs 2` fits a chapter its serial sum would not: a student
+    (50), two students started from it (40 each, side by side), then their fine-tunings and a solo choice. The
+    serial sum (the old rule) is 153; two slots take 50 + 6 + 40 + 6 + 5 = 107; a solo stage waits for both."""
+    from seqkd.reproduce.graph import Stage
+    from seqkd.reproduce.grid import makespan
+
+    def st(name, inputs=(), solo=False):
+        return Stage(name, "train", tuple(inputs), {}, solo=solo)
+
+    chain = [st("a"), st("a+ft", ["a"]), st("b", ["a"]), st("c", ["a"]), st("c+ft", ["c"]), st("b+ft", ["b"]),
+             st("pick", ["a+ft", "b+ft", "c+ft"], solo=True)]
+    t = {"a": 50, "a+ft": 6, "b": 40, "c": 40, "c+ft": 6, "b+ft": 6, "pick": 5}
+    assert makespan(chain, lambda s: t[s.name], 1) == sum(t.values()) == 153
+    assert makespan(chain, lambda s: t[s.name], 2) == 50 + 6 + 40 + 6 + 5  # a+ft beside b, then c; c+ft; pick
+    assert makespan(chain, lambda s: t[s.name], 3) == 50 + 40 + 6 + 5
+    solo_first = [st("x", solo=True), st("y"), st("z")]
+    assert makespan(solo_first, lambda s: 10, 2) == 20  # y and z wait for the solo x, then run side by side
 
 
 def test_two_jobs_give_the_results_of_one(tiny_run, multi30k_dir, tmp_path):

@@ -79,7 +79,8 @@ class Stage:
     - `reads`: the inputs whose payload it reads, where it needs only the others' records (a choice made on
       validation BLEU); None: all of them;
     - `solo`: it runs alone with all the grid's threads, also under `--jobs N` (the teacher and its data, which
-      every later stage waits for); every other stage gets threads / jobs under `--jobs N`. Which a stage gets is
+      every later stage waits for; the speed measurements, which a stage beside them would slow); every other
+      stage gets threads / jobs under `--jobs N`. Which a stage gets is
       fixed by its declaration, never by what else happens to be running, so its result does not depend on the
       schedule.
     """
@@ -150,7 +151,7 @@ def build(cfg, gi: GraphInput) -> list[Stage]:
     if fast:  # chosen as soon as its candidates are there: the others' weights then leave the archive
         g.append(Stage("fast", "choice", ("teacher", *fast, "best"),
                        {"max_drop": cfg.fast_max_drop, "beam": cfg.eval_beam, "repeats": cfg.speed_repeats,
-                        "n": cfg.eval_max_sents}, ("fast_pick", ([*fast, "best"],))))
+                        "n": cfg.eval_max_sents}, ("fast_pick", ([*fast, "best"],)), solo=True))
     pruned = _prune_stages(cfg, g)
     g.append(Stage("int8_pick", "choice", ("teacher", "best", *pruned), {"min_ratio": cfg.int8_min_ratio},
                    ("int8_pick", (pruned,)), reads=("teacher",)))
@@ -162,7 +163,7 @@ def build(cfg, gi: GraphInput) -> list[Stage]:
     g.append(Stage("speed", "speed", ("teacher", "best", *(["fast", "shortlist"] if fast else [])),
                    {"repeats": cfg.speed_repeats, "fast": bool(fast), **gi.test_id,
                     **({"tune": cfg.tune_max_bleu_drop} if cfg.tune_decoding else {})},
-                   ("speed", (bool(fast),))))
+                   ("speed", (bool(fast),)), solo=True))
     return g
 
 

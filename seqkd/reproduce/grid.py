@@ -57,6 +57,36 @@ def weight_chain(graph: list[Stage], s: Stage, finished: set[str]) -> list[Stage
     return out
 
 
+def makespan(stages: list[Stage], seconds, jobs: int) -> float:
+    """Seconds until `stages` (in the graph's order; `seconds(stage)` each) are all finished on `jobs` slots, each
+    started as soon as its inputs among them are finished and a slot is free, the earliest declared first, a `solo`
+    stage alone: how `_submit` schedules them. With one job, the sum of their times."""
+    names = {s.name for s in stages}
+    end: dict[str, float] = {}  # finish time of each started stage
+    now = 0.0
+    while len(end) < len(stages):
+        running = [n for n, t in end.items() if t > now]
+        started = len(end)
+        for s in stages:
+            if s.name in end or len(running) >= jobs or any(end.get(i, float("inf")) > now for i in s.inputs
+                                                              if i in names):
+                continue
+            if s.solo and running or any(_solo(stages, n) for n in running):
+                break
+            end[s.name] = now + seconds(s)
+            running.append(s.name)
+        later = [t for t in end.values() if t > now]
+        if later:
+            now = min(later)
+        elif len(end) == started:
+            raise RuntimeError("makespan: a stage waits for one that never starts")
+    return max(end.values(), default=0.0)
+
+
+def _solo(stages: list[Stage], name: str) -> bool:
+    return next(s.solo for s in stages if s.name == name)
+
+
 class TimeLimitReached(Exception):
     """Raised when the next stage to run would not finish inside the time limit; `remaining`: the stages not
     finished, `seconds`: their estimated total (stages with no estimate count as 0), `unknown`: those."""
@@ -273,14 +303,15 @@ class Grid:
             raise self._stop()
 
     def _check_time(self, s: Stage) -> None:
-        """TimeLimitReached unless stage `s` and its `chain` fit in the time left (by their estimates)."""
+        """TimeLimitReached unless stage `s` and its `chain` fit in the time left (by their estimates, scheduled on
+        `jobs` slots as `_submit` would: `makespan`)."""
         if self.deadline is None:
             return
         est = self.estimate(s)
         if est is None:
             return
         chain = weight_chain(self.graph, s, self.finished)
-        total = est + sum(self.estimate(c) or 0.0 for c in chain)
+        total = makespan([s, *chain], lambda c: est if c is s else self.estimate(c) or 0.0, self.opts.jobs)
         if time.time() + total > self.deadline:
             if s.name in self._passed_over:
                 raise self._stop()
