@@ -61,7 +61,9 @@ def _distill_cmd(teacher, s, t, out, engine="hf"):
             "--set", f"data.train_tgt={t}", "--shard-size", "60", "--engine", engine, "--beam", "3", "--out", str(out)]
 
 
+@pytest.mark.slow  # the default suite kills distillation at each of its fault points (test_faults.py, seq_kd)
 def test_killed_distill_resumes_byte_identical(tmp_path, multimodal_teacher):
+    """A SIGKILL from outside, at whatever point the third shard appears: the rerun decodes only the rest."""
     _, _, teacher, src, tgt = multimodal_teacher
     s, t = write_lines(tmp_path / "s.txt", src[:600]), write_lines(tmp_path / "t.txt", tgt[:600])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
