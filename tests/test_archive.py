@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import archive_of, reproduce_cmd, same_results
+from conftest import archive_of, reproduce_cmd, reproduce_here, same_results
 
 from seqkd.reproduce.archive import Archive
 
@@ -120,7 +120,7 @@ def test_an_entry_made_with_other_settings_is_not_used(tiny_run, multi30k_dir, t
     assert not fresh.exists()
 
 
-def test_time_limit_stops_at_a_boundary_and_the_rerun_completes(tiny_run, multi30k_dir, tmp_path):
+def test_time_limit_stops_at_a_boundary_and_the_rerun_completes(tiny_run, multi30k_dir, tmp_path, capsys):
     """With the last stages missing from the archive and `best_int8` estimated at 100 minutes, a 1-minute limit
     passes over `best_int8` (and its evaluation, which needs it), still runs `speed`, which comes later and fits,
     stops (exit 0, a line naming what remains) and archives what ran; a rerun in another fresh folder (another
@@ -128,16 +128,15 @@ def test_time_limit_stops_at_a_boundary_and_the_rerun_completes(tiny_run, multi3
     out, _ = tiny_run
     arch = _copy_archive(tiny_run, tmp_path / "archive", drop=("best_int8", "eval_best_int8", "speed"))
     first = tmp_path / "first"
-    p = subprocess.run(reproduce_cmd(first, multi30k_dir, "--archive", str(arch), "--time-limit", "1",
-                                     "--set", "estimates.best_int8=100"),
-                       check=True, capture_output=True, text=True, timeout=600)
+    capsys.readouterr()
+    reproduce_here(first, multi30k_dir, "--archive", str(arch), "--time-limit", "1", "--set", "estimates.best_int8=100")
+    stdout = capsys.readouterr().out
     assert ("time limit: stopped at a stage boundary; 2 stages remain, about 1.7 h (1 with no estimate), next best_int8"
-            in p.stdout), p.stdout
+            in stdout), stdout
     assert (first / "speed" / "stage.json").exists() and not (first / "best_int8").exists()
     assert not (first / "results.json").exists() and list((arch / "stages").glob("speed@*.json"))
     second = tmp_path / "second"
-    subprocess.run(reproduce_cmd(second, multi30k_dir, "--archive", str(arch)), check=True, capture_output=True,
-                   timeout=600)
+    reproduce_here(second, multi30k_dir, "--archive", str(arch))
     b = _results(second)
     assert b["stages_run_now"] == ["best_int8", "eval_best_int8"]
     same_results(_results(out), b)
@@ -211,6 +210,7 @@ def test_two_jobs_give_the_results_of_one(tiny_run, multi30k_dir, tmp_path):
     b = _results(fresh)
     assert sorted(b["stages_run_now"]) == sorted([*drop, "shortlist"])  # speed needs the shortlist: rebuilt
     assert b["stage_machines"]["eval_teacher"]["threads"] == 1
+    assert b["stage_machines"]["speed"]["threads"] == 2  # a timing stage runs solo, with all the threads
     same_results(_results(out), b)
 
 

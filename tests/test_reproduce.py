@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import reproduce_cmd, same_results
+from conftest import reproduce_cmd, reproduce_here, same_results
 
 _cmd = reproduce_cmd
 
@@ -168,16 +168,14 @@ def test_seeds_and_claims_in_report(tiny_run):
     assert gap["seeds"] == 2 and gap["baseline"] == pytest.approx(bl["bleu_beam"]["mean"] - bl["bleu_greedy"]["mean"])
 
 
-def test_tiny_preset_reverse_direction(tmp_path, multi30k_dir):
+def test_tiny_preset_reverse_direction(tmp_path, multi30k_dir, capsys):
     """The presets name no language: en->de runs unchanged (stopped after the Seq-KD data; a smaller budget)."""
     import gzip
 
     out = tmp_path / "en-de"
-    cmd = [sys.executable, "-m", "seqkd", "reproduce", "--preset", "tiny", "--src", "en", "--tgt", "de",
-           "--data-dir", str(multi30k_dir), "--out", str(out), "--quiet", "--threads", "2",
-           "--stop-after", "data_seq_kd", "--set", "data.max_train_pairs=300", "--set", "teacher_train.max_epochs=1"]
-    p = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=900)
-    assert "stopped after stage data_seq_kd" in p.stdout
+    reproduce_here(out, multi30k_dir, "--src", "en", "--tgt", "de", "--stop-after", "data_seq_kd",
+                   "--set", "data.max_train_pairs=300", "--set", "teacher_train.max_epochs=1")
+    assert "stopped after stage data_seq_kd" in capsys.readouterr().out
     assert (out / "teacher" / "train_result.json").exists() and not (out / "data_seq_inter").exists()
     first_en = gzip.open(multi30k_dir / "train.en.gz", "rt", encoding="utf-8").readline().strip()
     assert (out / "data_seq_kd" / "train.src").read_text(encoding="utf-8").splitlines()[0] == first_en

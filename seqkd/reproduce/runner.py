@@ -169,9 +169,10 @@ class Runner:
         d.mkdir(parents=True, exist_ok=True)
         write_text(d / "stage_hash.txt", h)
         log.info("stage %s: running", name)
+        machine = machine_info()  # taken before: a stage may change torch's threads (the speed measurement does)
         with StageClock(d / "clock.json") as clock:
             fn(d)
-        self.finish(name, h, clock.total, machine_info())
+        self.finish(name, h, clock.total, machine)
         faults.point("stage_done")
         self.ran.append(name)
         return d
