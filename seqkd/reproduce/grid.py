@@ -18,6 +18,7 @@ import os
 import signal
 import statistics
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -57,11 +58,11 @@ def weight_chain(graph: list[Stage], s: Stage, finished: set[str]) -> list[Stage
     return out
 
 
-def makespan(stages: list[Stage], seconds, jobs: int) -> float:
+def makespan(stages: list[Stage], seconds: Callable[[Stage], float], jobs: int) -> float:
     """Seconds until `stages` (in the graph's order; `seconds(stage)` each) are all finished on `jobs` slots, each
     started as soon as its inputs among them are finished and a slot is free, the earliest declared first, a `solo`
     stage alone: how `_submit` schedules them. With one job, the sum of their times."""
-    names = {s.name for s in stages}
+    names, solo = {s.name for s in stages}, {s.name for s in stages if s.solo}
     end: dict[str, float] = {}  # finish time of each started stage
     now = 0.0
     while len(end) < len(stages):
@@ -71,7 +72,7 @@ def makespan(stages: list[Stage], seconds, jobs: int) -> float:
             if s.name in end or len(running) >= jobs or any(end.get(i, float("inf")) > now for i in s.inputs
                                                               if i in names):
                 continue
-            if s.solo and running or any(_solo(stages, n) for n in running):
+            if s.solo and running or solo.intersection(running):
                 break
             end[s.name] = now + seconds(s)
             running.append(s.name)
@@ -81,10 +82,6 @@ def makespan(stages: list[Stage], seconds, jobs: int) -> float:
         elif len(end) == started:
             raise RuntimeError("makespan: a stage waits for one that never starts")
     return max(end.values(), default=0.0)
-
-
-def _solo(stages: list[Stage], name: str) -> bool:
-    return next(s.solo for s in stages if s.name == name)
 
 
 class TimeLimitReached(Exception):

@@ -1,0 +1,73 @@
+"""Question: what did the archived stages of a grid measure? A markdown row per stage from the run archive alone
+(no run folder): stage clock, epochs (best epoch), best validation BLEU, test BLEU greedy / beam; then the seeds'
+mean ± sd of baseline and seq_kd (test greedy / beam, best val BLEU). Chapter 3's table in
+docs/results/multi30k-de-en/README.md came from
+
+    SEQKD_DATA=../shared/data/multi30k python benchmarks/archive_rows.py docs/results/multi30k-de-en/archive \
+        baseline-seed2 seq_kd-seed2 baseline-seed3 seq_kd-seed3 pruned_0
+
+The stage identities come from the preset and the data, as in `seqkd reproduce` (the data's content, not its path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+from seqkd.data.load import load_pairs
+from seqkd.reproduce.archive import Archive
+from seqkd.reproduce.graph import stage_hashes
+from seqkd.reproduce.pipeline import grid_for, load_preset
+
+
+def _json(arch: Archive, name: str, h: str, rel: str) -> dict:
+    return json.loads(arch.read(name, h, rel))
+
+
+def _row(arch: Archive, hashes: dict, name: str) -> tuple[str, dict]:
+    """One stage's markdown row and its evaluation row (with `val_bleu`, the training's best)."""
+    h, ev = hashes[name], f"eval_{name}"
+    test = _json(arch, ev, hashes[ev], "row.json")
+    tr = _json(arch, name, h, "train_result.json")
+    epoch = {}
+    for line in arch.read(name, h, "metrics.jsonl").decode().splitlines():
+        m = json.loads(line)
+        if "epoch" in m:
+            epoch.setdefault(m["step"], m["epoch"])
+    minutes = arch.entry(name, h)["seconds"] / 60
+    test["val_bleu"] = tr["best_metric"]
+    return (f"| {name} | {minutes:.1f} min | {tr['epochs']} ({epoch.get(tr['best_step'])}) | {tr['best_metric']:.2f} | "
+            f"{test['bleu_greedy']:.2f} / {test['bleu_beam']:.2f} |"), test
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("archive")
+    ap.add_argument("stages", nargs="+")
+    ap.add_argument("--preset", default="multi30k")
+    ap.add_argument("--src", default="de")
+    ap.add_argument("--tgt", default="en")
+    a = ap.parse_args()
+    cfg = load_preset(a.preset)
+    cfg.data.src, cfg.data.tgt = a.src, a.tgt
+    train, val, test = (load_pairs(cfg.data, r) for r in ("train", "val", "test"))
+    if cfg.eval_max_sents:
+        test = (test[0][: cfg.eval_max_sents], test[1][: cfg.eval_max_sents])
+    hashes = stage_hashes(grid_for(cfg, *train, val, test))
+    arch = Archive(a.archive)
+    print("| stage | stage clock | epochs (best) | best val BLEU | test greedy / beam |\n|---|---|---|---|---|")
+    for name in a.stages:
+        print(_row(arch, hashes, name)[0])
+    for base in ("baseline", "seq_kd"):
+        names = [base] + [f"{base}-seed{s}" for s in cfg.seeds[1:]]
+        if all(arch.entry(f"eval_{n}", hashes[f"eval_{n}"]) for n in names):
+            rows = [_row(arch, hashes, n)[1] for n in names]
+            stats = [(statistics.mean(v), statistics.stdev(v)) for v in
+                     ([r[k] for r in rows] for k in ("bleu_greedy", "bleu_beam", "val_bleu"))]
+            print(f"{base}, seeds {cfg.seeds}: test greedy {stats[0][0]:.2f} ± {stats[0][1]:.2f}, "
+                  f"beam {stats[1][0]:.2f} ± {stats[1][1]:.2f}; val {stats[2][0]:.2f} ± {stats[2][1]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
