@@ -26,9 +26,10 @@ def _json(arch: Archive, name: str, h: str, rel: str) -> dict:
 
 
 def _row(arch: Archive, hashes: dict, name: str) -> tuple[str, dict]:
-    """One stage's markdown row and its evaluation row (with `val_bleu`, the training's best)."""
+    """One stage's markdown row and its evaluation row (with `val_bleu`, the training's best; a stage that is no
+    system, such as a fast student's Seq-KD training before its fine-tuning, has no evaluation: "-")."""
     h, ev = hashes[name], f"eval_{name}"
-    test = _json(arch, ev, hashes[ev], "row.json")
+    test = _json(arch, ev, hashes[ev], "row.json") if ev in hashes else {}
     tr = _json(arch, name, h, "train_result.json")
     epoch = {}
     for line in arch.read(name, h, "metrics.jsonl").decode().splitlines():
@@ -38,7 +39,7 @@ def _row(arch: Archive, hashes: dict, name: str) -> tuple[str, dict]:
     minutes = arch.entry(name, h)["seconds"] / 60
     test["val_bleu"] = tr["best_metric"]
     return (f"| {name} | {minutes:.1f} min | {tr['epochs']} ({epoch.get(tr['best_step'])}) | {tr['best_metric']:.2f} | "
-            f"{test['bleu_greedy']:.2f} / {test['bleu_beam']:.2f} |"), test
+            + (f"{test['bleu_greedy']:.2f} / {test['bleu_beam']:.2f} |" if "bleu_beam" in test else "- |")), test
 
 
 def main() -> None:

@@ -205,13 +205,16 @@ def test_two_jobs_give_the_results_of_one(tiny_run, multi30k_dir, tmp_path):
     drop = ("best_int8", "eval_best_int8", f"eval_{best}", "eval_teacher", "speed")
     arch = _copy_archive(tiny_run, tmp_path / "archive", drop=drop)
     fresh = tmp_path / "fresh"
-    subprocess.run(reproduce_cmd(fresh, multi30k_dir, "--archive", str(arch), "--jobs", "2"), check=True,
-                   capture_output=True, timeout=600)
+    run = subprocess.run(reproduce_cmd(fresh, multi30k_dir, "--archive", str(arch), "--jobs", "2"), check=True,
+                         capture_output=True, text=True, timeout=600)
+    assert "Loading weights" not in run.stderr  # workers are as quiet as the main process under --quiet
     b = _results(fresh)
     assert sorted(b["stages_run_now"]) == sorted([*drop, "shortlist"])  # speed needs the shortlist: rebuilt
     assert b["stage_machines"]["eval_teacher"]["threads"] == 1
     assert b["stage_machines"]["speed"]["threads"] == 2  # a timing stage runs solo, with all the threads
     same_results(_results(out), b)
+    assert "another stage running beside them" in (fresh / "report.md").read_text()  # contended columns said so
+    assert "another stage running beside them" not in (out / "report.md").read_text()
 
 
 @pytest.mark.slow

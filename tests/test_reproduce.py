@@ -49,6 +49,13 @@ def test_reproduce_tiny_schema(tiny_run):
     assert by["teacher"]["params_total"] > by["baseline"]["params_total"]
     report = (out / "report.md").read_text()
     assert "prove nothing" in report and "nrefs:1" in report
+    # every training stage's validation curve, each in one panel of the plot and a row of the report
+    trained = [n for n in SYSTEMS if n != "best_int8"] + ["fast_student-2-1_seq_kd", "fast_student-4-1_seq_kd"]
+    assert sorted(res["curves"]) == sorted(trained)
+    assert sorted(sum(res["curve_panels"].values(), [])) == sorted(trained)
+    for name, c in res["curves"].items():
+        assert len(c["epoch"]) == len(c["val_bleu"]) >= 1 and c["epoch"] == sorted(c["epoch"]), name
+        assert f"| {name} | {len(c['epoch'])} | " in report, name
     for png in ("bleu_greedy_beam.png", "speed_quality.png", "pruning.png", "learning_curves.png"):
         assert (out / png).stat().st_size > 1000, png
 

@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import sys
-import warnings
 from pathlib import Path
 
 from seqkd.cli.common import (
@@ -23,6 +22,7 @@ from seqkd.cli.train import cmd_distill, cmd_prune, cmd_train, cmd_vocab
 from seqkd.data.corpus import read_parallel
 from seqkd.data.load import DataConfig, load_pairs
 from seqkd.util.fsutil import SeqkdError, is_no_space, no_space, write_json
+from seqkd.util.logs import setup_logging
 
 # Commands import what they run inside their function: those modules load torch, transformers and
 # CTranslate2 (seconds), which `seqkd --help` and an argument error should not wait for. The light ones
@@ -459,18 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("httpx", "transformers", "huggingface_hub"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=".*sacremoses.*")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except Exception:  # pragma: no cover
-        pass
+    setup_logging(logging.DEBUG if a.verbose else logging.INFO)
     if getattr(a, "threads", 0):  # commands pass it on too (CTranslate2, training); torch ops use this
         import torch
 

@@ -31,6 +31,7 @@ from seqkd.reproduce.machine import machine_gflops, machine_info, same_machine
 from seqkd.reproduce.runner import ARCHIVED, Runner, StopAfter
 from seqkd.reproduce.stages import Stages, small_enough
 from seqkd.util.fsutil import read_json
+from seqkd.util.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -326,7 +327,8 @@ class Grid:
         running: dict[Future, Stage] = {}
         stop: TimeLimitReached | None = None
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_die_with_parent) as pool:
+        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init,
+                                 initargs=(logging.getLogger().getEffectiveLevel(),)) as pool:
             while len(self.finished) < len(self.graph):
                 stop = self._submit(pool, running, todo, jobs, every)
                 if not running:
@@ -370,6 +372,13 @@ class Grid:
             running[pool.submit(_work, self.cfg, self.r.out, s, self.h, threads, self.S.refs, self.S.test,
                                 self.r.progress)] = s
         return stop
+
+
+def _worker_init(level: int) -> None:
+    """A worker process starts: it dies with the grid (`_die_with_parent`) and logs as the main process does, at
+    its `level` (`setup_logging`: no transformers progress bars, no sacremoses hint)."""
+    _die_with_parent()
+    setup_logging(level)
 
 
 def _die_with_parent() -> None:

@@ -1,4 +1,5 @@
-"""results.json -> report.md and PNG plots (paper-style tables, speed/quality frontier, pruning)."""
+"""results.json -> report.md and PNG plots (paper-style tables, speed/quality frontier, pruning, every training
+stage's validation curve)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from pathlib import Path
 from seqkd.data.corpus import read_lines
 from seqkd.inference.evaluate import paired_significance
 from seqkd.inference.plots import Panel, Point, Series, frontier_plot
+from seqkd.reproduce.curves import panels, val_curve
 from seqkd.reproduce.graph import Stage, eval_name, systems
 from seqkd.reproduce.machine import machine_info
-from seqkd.util.fsutil import read_json, read_jsonl, write_json, write_text
+from seqkd.util.fsutil import read_json, write_json, write_text
 
 PAPER_NOTE = ("Kim & Rush (2016), WMT14 En-De: teacher 4x1000 17.7 greedy / 19.5 beam; 2x500 baseline 14.7 / 17.6; "
               "Seq-KD 18.9 / 19.0; Seq-KD + Seq-Inter + Word-KD 18.8 / 19.2.")
@@ -49,10 +51,24 @@ def write_report(out: Path, cfg, runner, graph: list[Stage], wall: float, refs: 
         pick = read_json(out / "fast" / "pick.json", fix=_FIX)
         results["fast_pick"] = {k: pick[k] for k in ("model", "within_budget", "teacher_val_bleu_beam", "max_drop")}
     results["claims"] = claims(rows, best, speed, results["seeds"])
+    results["curves"], results["curve_panels"] = training_curves(out, graph, cfg.small_suffix)
     write_json(out / "results.json", results)
     write_text(out / "report.md", _markdown(results))
     _plots(out, results)
     return results
+
+
+def training_curves(out: Path, graph: list[Stage], small_suffix: str) -> tuple[dict, dict]:
+    """Every training stage's validation curve ({stage: {"epoch": [...], "val_bleu": [...]}}, greedy BLEU per
+    validated epoch, from its metrics.jsonl; a pruning round's is its Seq-Inter fine-tuning's) and the report's
+    panels of them (`curves.panels`, stages without a curve left out)."""
+    curves, by_panel = {}, {}
+    for panel, names in panels(graph, small_suffix).items():
+        for name in names:
+            if c := val_curve(out / name):
+                curves[name] = {"epoch": sorted(c), "val_bleu": [c[e] for e in sorted(c)]}
+                by_panel.setdefault(panel, []).append(name)
+    return curves, by_panel
 
 
 def seed_stats(rows: list[dict], seeds, keys: tuple[str, ...] = ("bleu_greedy", "bleu_beam")) -> dict:
@@ -192,7 +208,8 @@ def _ms(r: dict, search: str) -> str:
 
 
 def _markdown(res: dict) -> str:
-    return "\n".join(_claims_md(res) + _table1_md(res) + _pruning_md(res) + _speed_md(res) + _stages_md(res))
+    return "\n".join(_claims_md(res) + _table1_md(res) + _pruning_md(res) + _speed_md(res) + _curves_md(res)
+                     + _stages_md(res))
 
 
 def _claims_md(res: dict) -> list[str]:
@@ -273,7 +290,7 @@ def _speed_md(res: dict) -> list[str]:
              f"{len(tb['seconds'])} interleaved repetitions: teacher beam {tb['sent_per_s_median']:.0f} sent/s "
              f"(range {tb['sent_per_s_min']:.0f}-{tb['sent_per_s_max']:.0f}), `{sp['student']}` greedy "
              f"{sg['sent_per_s_median']:.0f} sent/s (range {sg['sent_per_s_min']:.0f}-{sg['sent_per_s_max']:.0f}). "
-             "The Table 1 speed columns come from one pass each."]
+             + _columns_note(res)]
     if sp.get("fast"):
         fp = res.get("fast_pick", {})
         if fp.get("within_budget", True):
@@ -293,6 +310,34 @@ def _speed_md(res: dict) -> list[str]:
                 ratio = x["sent_per_s_median"] / tb["sent_per_s_median"]
                 lines.append(f"| {what} | {x.get('bleu', float('nan')):.2f} | {x['sent_per_s_median']:.0f} | "
                              f"{x['sent_per_s_min']:.0f}-{x['sent_per_s_max']:.0f} | {ratio:.1f}x |")
+    return lines
+
+
+def _columns_note(res: dict) -> str:
+    """How the per-system speed columns were timed: one pass each, and on fewer threads than the run (a stage
+    beside them, under `--jobs`) where the evaluation stages had fewer."""
+    note = "The per-system speed and latency columns come from one pass each"
+    threads = sorted({r["machine"]["threads"] for r in res["systems"] if r.get("machine", {}).get("threads")})
+    if threads and threads[0] < res["machine"]["threads"]:
+        note += (f", timed by evaluation stages on {'-'.join(map(str, threads))} of the run's "
+                 f"{res['machine']['threads']} threads, with another stage running beside them under `--jobs`: "
+                 "they rank systems roughly; this speed measurement ran alone")
+    return note + "."
+
+
+def _curves_md(res: dict) -> list[str]:
+    """Each training stage's validation curve: epochs, best (epoch) and greedy BLEU at every validated epoch."""
+    lines = ["", "## Validation curves", "",
+             "Greedy BLEU on the validation set after each epoch (learning_curves.png draws them); training stops "
+             "when it has not improved for the recipe's patience, and keeps its best epoch.", "",
+             "| stage | epochs | best (epoch) | val BLEU by epoch |", "|---|---|---|---|"]
+    for panel, names in res.get("curve_panels", {}).items():
+        lines.append(f"| **{panel}** | | | |")
+        for name in names:
+            c = res["curves"][name]
+            i = max(range(len(c["val_bleu"])), key=c["val_bleu"].__getitem__)
+            lines.append(f"| {name} | {len(c['epoch'])} | {c['val_bleu'][i]:.2f} ({c['epoch'][i]}) | "
+                         + " ".join(f"{v:.1f}" for v in c["val_bleu"]) + " |")
     return lines
 
 
@@ -337,19 +382,31 @@ def _plots(out: Path, res: dict) -> None:
 
     _speed_plot(out, rows)
     _pruning_plot(plt, out, rows, res["best_student"])
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name in ("teacher", "baseline", "word_kd", "seq_kd", "seq_kd+word_kd"):
-        mp = out / name / "metrics.jsonl"
-        if mp.exists():
-            val = [r for r in read_jsonl(mp) if r.get("type") == "val"]
-            if val and "val_bleu" in val[0]:
-                ax.plot([v["step"] for v in val], [v["val_bleu"] for v in val], "o-", ms=3, label=name)
-    ax.set_xlabel("step")
-    ax.set_ylabel("validation BLEU (greedy)")
-    ax.legend()
-    ax.set_title("Learning curves")
+    _curves_plot(plt, out, res)
+
+
+def _curves_plot(plt, out: Path, res: dict) -> None:
+    """learning_curves.png: validation BLEU against epoch, one panel per `curve_panels` entry."""
+    from matplotlib.ticker import MaxNLocator
+
+    groups = list(res["curve_panels"].items())
+    cols = 2 if len(groups) > 1 else 1
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 3.6 * rows), squeeze=False)
+    for ax, (panel, names) in zip(axes.flat, groups):
+        for name in names:
+            c = res["curves"][name]
+            ax.plot(c["epoch"], c["val_bleu"], "o-", ms=2, label=name)
+        ax.set_title(panel, fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("val BLEU (greedy)")
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(groups):]:
+        ax.axis("off")
+    fig.suptitle("Validation curves of every training stage")
     fig.tight_layout()
-    fig.savefig(out / "learning_curves.png", dpi=110)
+    fig.savefig(out / "learning_curves.png", dpi=100)
     plt.close(fig)
 
 

@@ -20,6 +20,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from seqkd.reproduce.curves import metrics_file, val_curve
 from seqkd.reproduce.report import seed_stats
 from seqkd.training.trainer import patience_step
 from seqkd.util.fsutil import SeqkdError, read_json, read_jsonl, write_json
@@ -39,21 +40,6 @@ class StatusOptions:
     stalls: bool = False  # every training curve's longest stall, and what `patience` would have kept
     patience: int = 3
     seconds_json: str = ""  # write {stage: seconds} of the finished stages here
-
-
-def metrics_file(stage: Path) -> Path:
-    """A stage folder's metrics.jsonl, or `stage` itself when it names a metrics .jsonl file."""
-    return stage if stage.suffix == ".jsonl" else stage / "metrics.jsonl"
-
-
-def val_curve(stage: Path, key: str = "val_bleu") -> dict[int, float]:
-    """epoch -> validation `key` (greedy BLEU, val_ppl, or epoch_s: the seconds since the previous validation, a
-    pause in between included; the last validation of an epoch run more than once); {} if none. A line torn by a
-    writer still appending is skipped."""
-    val = [r for r in read_jsonl(metrics_file(stage)) if r.get("type") == "val"]
-    if key == "epoch_s":
-        return {b["epoch"]: b["elapsed"] - a["elapsed"] for a, b in zip(val, val[1:])}
-    return {r["epoch"]: r[key] for r in val}
 
 
 def longest_stall(curve: dict[int, float]) -> int:
