@@ -27,9 +27,10 @@ def _json(arch: Archive, name: str, h: str, rel: str) -> dict:
 
 def _row(arch: Archive, hashes: dict, name: str) -> tuple[str, dict]:
     """One stage's markdown row and its evaluation row (with `val_bleu`, the training's best; a stage that is no
-    system, such as a fast student's Seq-KD training before its fine-tuning, has no evaluation: "-")."""
+    system, such as a fast student's Seq-KD training before its fine-tuning, has no evaluation, and one whose
+    evaluation has not run yet none archived: "-")."""
     h, ev = hashes[name], f"eval_{name}"
-    test = _json(arch, ev, hashes[ev], "row.json") if ev in hashes else {}
+    test = _json(arch, ev, hashes[ev], "row.json") if ev in hashes and arch.entry(ev, hashes[ev]) else {}
     tr = _json(arch, name, h, "train_result.json")
     epoch = {}
     for line in arch.read(name, h, "metrics.jsonl").decode().splitlines():
