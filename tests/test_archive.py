@@ -105,6 +105,13 @@ def test_corrupt_or_truncated_entries_are_one_line_errors_and_restore_nothing(ti
     assert f"seqkd: error: {e}: not a readable JSON file" in err and "\n" not in err, err
 
 
+def test_reading_from_a_missing_entry_says_the_entry_is_missing(tmp_path):
+    from seqkd.util.fsutil import SeqkdError
+
+    with pytest.raises(SeqkdError, match="no such archive entry"):
+        Archive(tmp_path / "archive").read("eval_x", "0" * 16, "row.json")
+
+
 def test_an_entry_made_with_other_settings_is_not_used(tiny_run, multi30k_dir, tmp_path, capsys):
     """Other settings are other stages: `--plan` restores what they leave unchanged and runs the rest."""
     from seqkd.cli.main import main

@@ -179,7 +179,10 @@ class Archive:
     def read(self, name: str, h: str, rel: str) -> bytes:
         """One file of entry `name`@`h`, checked."""
         e = self.entry(name, h)
-        if e is None or rel not in e["files"]:
+        if e is None:
+            raise SeqkdError(f"{self.entry_path(name, h)}: no such archive entry (stage {name} is not archived "
+                             "with these settings)")
+        if rel not in e["files"]:
             raise SeqkdError(f"{self.entry_path(name, h)}: no file {rel} in this archive entry")
         return self._get(e["files"][rel], self.entry_path(name, h))
 
