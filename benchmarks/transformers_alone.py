@@ -2,7 +2,8 @@
 AutoTokenizer), translate a Multi30k test set with `generate` (beam 5), score it with sacreBLEU and set it beside
 the figure the grid's report gives for that model (its eval stage decodes with CTranslate2).
 
-No figure from it is committed yet (it needs a finished grid); on one:
+The `multi30k` grid's teacher and best student (their stages are final once `best` has run) were checked on the
+run folder of its chapter 4 (docs/results/multi30k-de-en/transformers-alone.json, `--threads 1`); on a run folder:
 
     python benchmarks/transformers_alone.py --run runs/multi30k-de-en --model teacher --model best \\
         --src de --tgt en --data-dir ../shared/data/multi30k --json transformers_alone.json
