@@ -1,6 +1,7 @@
 """Question: what did the archived stages of a grid measure? A markdown row per stage from the run archive alone
 (no run folder): stage clock, epochs (best epoch), best validation BLEU, test BLEU greedy / beam; then the seeds'
-mean ± sd of baseline and seq_kd (test greedy / beam, best val BLEU). Chapter 3's table in
+mean ± sd of baseline and seq_kd (test greedy / beam, best val BLEU); a choice stage (best, fast, int8_pick) prints
+what it chose and its candidates' figures. Chapter 3's table in
 docs/results/multi30k-de-en/README.md came from
 
     SEQKD_DATA=../shared/data/multi30k python benchmarks/archive_rows.py docs/results/multi30k-de-en/archive \
@@ -60,7 +61,11 @@ def main() -> None:
     arch = Archive(a.archive)
     print("| stage | stage clock | epochs (best) | best val BLEU | test greedy / beam |\n|---|---|---|---|---|")
     for name in a.stages:
-        print(_row(arch, hashes, name)[0])
+        files = (arch.entry(name, hashes[name]) or {}).get("files", {})
+        if "pick.json" in files:  # a choice (best, fast, int8_pick): what it chose, and on what
+            print(f"{name}: {json.dumps(_json(arch, name, hashes[name], 'pick.json'))}")
+        else:
+            print(_row(arch, hashes, name)[0])
     for base in ("baseline", "seq_kd"):
         names = [base] + [f"{base}-seed{s}" for s in cfg.seeds[1:]]
         if all(arch.entry(f"eval_{n}", hashes[f"eval_{n}"]) for n in names):
