@@ -29,19 +29,23 @@ def _json(arch: Archive, name: str, h: str, rel: str) -> dict:
 def _row(arch: Archive, hashes: dict, name: str) -> tuple[str, dict]:
     """One stage's markdown row and its evaluation row (with `val_bleu`, the training's best; a stage that is no
     system, such as a fast student's Seq-KD training before its fine-tuning, has no evaluation, and one whose
-    evaluation has not run yet none archived: "-")."""
+    evaluation has not run yet none archived: "-"; a stage that trains nothing, such as the int8 export, has no
+    epochs or validation BLEU: "-")."""
     h, ev = hashes[name], f"eval_{name}"
     test = _json(arch, ev, hashes[ev], "row.json") if ev in hashes and arch.entry(ev, hashes[ev]) else {}
+    minutes = arch.entry(name, h)["seconds"] / 60
+    score = f"{test['bleu_greedy']:.2f} / {test['bleu_beam']:.2f} |" if "bleu_beam" in test else "- |"
+    if "train_result.json" not in arch.entry(name, h).get("files", {}):  # no training (an export): clock, test
+        return f"| {name} | {minutes:.1f} min | - | - | " + score, test
     tr = _json(arch, name, h, "train_result.json")
     epoch = {}
     for line in arch.read(name, h, "metrics.jsonl").decode().splitlines():
         m = json.loads(line)
         if "epoch" in m:
             epoch.setdefault(m["step"], m["epoch"])
-    minutes = arch.entry(name, h)["seconds"] / 60
     test["val_bleu"] = tr["best_metric"]
     return (f"| {name} | {minutes:.1f} min | {tr['epochs']} ({epoch.get(tr['best_step'])}) | {tr['best_metric']:.2f} | "
-            + (f"{test['bleu_greedy']:.2f} / {test['bleu_beam']:.2f} |" if "bleu_beam" in test else "- |")), test
+            + score), test
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import sys
@@ -59,6 +60,44 @@ def tiny_reverse(tmp_path_factory):
     result = train(root / "model", cfg, model, vocab, TrainData(src, tgt, val_src, val_tgt), progress=False)
     test_src, test_tgt = reverse_task(200, seed=3)
     return root / "model", test_src, test_tgt, result
+
+
+def train_cmd(tmp: Path, out: Path, quiet: bool = True) -> list[str]:
+    """`seqkd train` of a tiny model on 1500 reversal pairs for 3 epochs, a checkpoint every 7 steps, into `out`;
+    its data files are written to `tmp`. The command that the kill-and-resume tests interrupt."""
+    src, tgt = reverse_task(1500, seed=5)
+    vsrc, vtgt = reverse_task(50, seed=6)
+    files = {k: write_lines(tmp / f"{k}.txt", v) for k, v in
+             {"ts": src, "tt": tgt, "vs": vsrc, "vt": vtgt}.items()}
+    sets = ["data.train_src=" + files["ts"], "data.train_tgt=" + files["tt"], "data.val_src=" + files["vs"],
+            "data.val_tgt=" + files["vt"], "vocab.size=40", "train.max_tokens=512", "train.lr=1e-3",
+            "train.warmup_steps=20", "train.max_epochs=3", "train.ckpt_every=7", "train.val_every=25",
+            "train.val_bleu=false", "train.threads=1", "train.log_every=5", "model.overrides={dropout: 0.1}"]
+    cmd = [sys.executable, "-m", "seqkd", "train", "--size", "tiny", "--out", str(out)]
+    for s in sets:
+        cmd += ["--set", s]
+    return [*cmd, "--quiet"] if quiet else cmd
+
+
+@pytest.fixture(scope="session")
+def train_ref(tmp_path_factory) -> tuple[Path, Path]:
+    """`train_cmd` run once, uninterrupted, with --quiet: (data folder, run folder). The reference that every
+    killed and resumed training run must end at."""
+    from faultlib import run_ok
+
+    tmp = tmp_path_factory.mktemp("train_ref")
+    p = run_ok(train_cmd(tmp, tmp / "full"))
+    assert "%|" not in p.stderr, "--quiet still drew a progress bar"
+    umask = os.umask(0)
+    os.umask(umask)
+    out = tmp / "full"
+    rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {r["type"] for r in rows} == {"train", "val"} and all(r["rss_mb"] > 0 for r in rows)  # memory plotted
+    for f in [out / "model.safetensors", out / "vocab", *(out / "checkpoints").glob("step-*/*.safetensors")]:
+        # temp folders and safetensors start private; the finished files get the usual permissions
+        want = (0o777 if f.is_dir() else 0o666) & ~umask
+        assert f.stat().st_mode & 0o777 == want, (f, oct(f.stat().st_mode))
+    return tmp, out
 
 
 def multimodal_task(n: int, seed: int) -> tuple[list[str], list[str]]:

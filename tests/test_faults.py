@@ -21,35 +21,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_lines
+from conftest import train_cmd, write_lines
 from faultlib import assert_no_partial_files, env, last_line, latest_step, run, run_killed, run_ok, visible_files
 from safetensors.torch import load_file
-from test_resume import _cmd as _train_cmd
 from test_resume import assert_resumed
 
 # --- shared references ---------------------------------------------------------------------------
-
-
-def train_cmd(tmp: Path, out: Path) -> list[str]:
-    return [*_train_cmd(tmp, out), "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def train_ref(tmp_path_factory) -> tuple[Path, Path]:
-    """An uninterrupted training run: (data folder, run folder)."""
-    tmp = tmp_path_factory.mktemp("train_ref")
-    p = run_ok(train_cmd(tmp, tmp / "full"))
-    assert "%|" not in p.stderr, "--quiet still drew a progress bar"
-    umask = os.umask(0)
-    os.umask(umask)
-    out = tmp / "full"
-    rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
-    assert {r["type"] for r in rows} == {"train", "val"} and all(r["rss_mb"] > 0 for r in rows)  # memory plotted
-    for f in [out / "model.safetensors", out / "vocab", *(out / "checkpoints").glob("step-*/*.safetensors")]:
-        # temp folders and safetensors start private; the finished files get the usual permissions
-        want = (0o777 if f.is_dir() else 0o666) & ~umask
-        assert f.stat().st_mode & 0o777 == want, (f, oct(f.stat().st_mode))
-    return tmp, out
 
 
 def assert_same_training(a: Path, b: Path) -> None:
@@ -163,8 +140,8 @@ LANDED = {"shard_row:150": (2, set()), "merge_write:4": (10, set()), "atomic_wri
           "shard_row:70": (1, set()), "shard_row:200": (4, set()), "merge_write:9": (10, set())}
 
 
-@pytest.mark.parametrize("mode", [pytest.param("seq_kd"), pytest.param("seq_inter", marks=pytest.mark.slow)])
-# (seq_kd stays in the default suite: the quickest whole chain)
+@pytest.mark.slow  # the default suite kills Seq-KD between the merge's two renames (below)
+@pytest.mark.parametrize("mode", ["seq_kd", "seq_inter"])
 def test_distill_killed_at_each_point(tmp_path, distill_data, mode):
     teacher, s, t = distill_data
     flags, faults = DISTILL_CHAINS[mode]
@@ -189,6 +166,28 @@ def test_distill_killed_at_each_point(tmp_path, distill_data, mode):
     assert shards == sorted(p.name for p in visible_files(full / "shards")) and len(shards) == 10
     for p in shards:  # every shard written once: the rows of a killed shard are not duplicated
         assert (full / "shards" / p).read_bytes() == (out / "shards" / p).read_bytes(), p
+
+
+def test_distill_killed_between_the_merges_renames_resumes(tmp_path, distill_data):
+    """The default suite's share of the chain above: Seq-KD killed with every shard decoded and the merged
+    train.tgt renamed into place but not train.src (a half-finished merge under its final names). The rerun
+    decodes nothing again, merges anew and writes exactly what an uninterrupted run writes. (A kill mid-shard is
+    `test_distill_scale.py::test_killed_worker_shard_taken_over`, with a dead worker's claim and torn temp file.)"""
+    teacher, s, t = distill_data
+    flags = DISTILL_CHAINS["seq_kd"][0]
+    full, out = tmp_path / "full", tmp_path / "killed"
+    run_ok(distill_cmd(teacher, s, t, full, *flags))
+    # a fresh run's atomic writes: identity.json, the 10 shards, train.tgt, then train.src (killed before its rename)
+    run_killed(distill_cmd(teacher, s, t, out, *flags), "atomic_write:13")
+    assert not (out / "manifest.json").exists()
+    assert_no_partial_files(out)
+    assert (len(visible_files(out / "shards")), {n for n in ("train.src", "train.tgt") if (out / n).exists()}) == \
+        LANDED["atomic_write:2"]
+    p = run_ok(distill_cmd(teacher, s, t, out, *flags))
+    assert "10 of 10 shards already finished: not decoded again" in p.stderr and "0 shards decoded in this run" in \
+        p.stderr, p.stderr[-2000:]
+    for name in ("train.src", "train.tgt", "manifest.json"):
+        assert (full / name).read_bytes() == (out / name).read_bytes(), name
 
 
 @pytest.mark.slow

@@ -152,6 +152,10 @@ def test_seeds_and_claims_in_report(tiny_run):
         assert min(st["bleu_greedy"]["values"]) <= st["bleu_greedy"]["mean"] <= max(st["bleu_greedy"]["values"])
     for k in ("Q1", "Q2", "S1", "Z1"):
         assert {"claim", "this_run", "paper", "holds"} <= set(res["claims"][k]), k
+    sk, bl = res["seeds"]["seq_kd"], res["seeds"]["baseline"]  # Q1 shows the seeds' mean ± sd of each side
+    assert (f"Seq-KD greedy {sk['bleu_greedy']['mean']:.2f} ± {sk['bleu_greedy']['sd']:.2f} vs baseline greedy "
+            f"{bl['bleu_greedy']['mean']:.2f} ± {bl['bleu_greedy']['sd']:.2f}") in res["claims"]["Q1"]["this_run"]
+    assert "mean ± sd over 2 seeds" in res["claims"]["Q1"]["this_run"]
     assert res["speed"]["teacher_beam"]["sent_per_s_median"] > 0 and res["claims"]["S1"]["speedup"] > 0
     sp = res["speed"]  # each system decoded with its own fastest settings, chosen on validation
     assert sp["tuned_on"] == "validation"

@@ -6,33 +6,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
-from conftest import reverse_task
+from conftest import reverse_task, train_cmd
 from safetensors.torch import load_file
-
-
-def _write(path: Path, lines: list[str]) -> str:
-    path.write_text("".join(ln + "\n" for ln in lines), encoding="utf-8")
-    return str(path)
-
-
-def _cmd(tmp: Path, out: Path) -> list[str]:
-    src, tgt = reverse_task(1500, seed=5)
-    vsrc, vtgt = reverse_task(50, seed=6)
-    files = {k: _write(tmp / f"{k}.txt", v) for k, v in
-             {"ts": src, "tt": tgt, "vs": vsrc, "vt": vtgt}.items()}
-    sets = ["data.train_src=" + files["ts"], "data.train_tgt=" + files["tt"], "data.val_src=" + files["vs"],
-            "data.val_tgt=" + files["vt"], "vocab.size=40", "train.max_tokens=512", "train.lr=1e-3",
-            "train.warmup_steps=20", "train.max_epochs=3", "train.ckpt_every=7", "train.val_every=25",
-            "train.val_bleu=false", "train.threads=1", "train.log_every=5", "model.overrides={dropout: 0.1}"]
-    cmd = [sys.executable, "-m", "seqkd", "train", "--size", "tiny", "--out", str(out)]
-    for s in sets:
-        cmd += ["--set", s]
-    return cmd
 
 
 def _run(cmd, env) -> str:
@@ -48,12 +27,14 @@ def assert_resumed(log: str, step: int, total: int) -> None:
     assert f"{total - step} steps in this run (steps {step} to {total})" in log, (step, total, log[-2000:])
 
 
-def test_kill_and_resume_equals_uninterrupted(tmp_path):
+def test_kill_and_resume_equals_uninterrupted(tmp_path, train_ref):
+    """Killed at step 20 or later, with progress bars on, and rerun: the same weights, steps and metrics rows as
+    the uninterrupted --quiet reference (`train_ref`)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    _run(_cmd(tmp_path, full), env)
-
-    proc = subprocess.Popen(_cmd(tmp_path, killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    data, full = train_ref
+    killed = tmp_path / "killed"
+    cmd = train_cmd(data, killed, quiet=False)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     latest = killed / "checkpoints" / "latest.json"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -65,7 +46,7 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
     proc.wait()
     assert not (killed / "train_result.json").exists()
     step = json.loads(latest.read_text())["step"]  # where the rerun must go on from
-    log = _run(_cmd(tmp_path, killed), env)
+    log = _run(cmd, env)
 
     a, b = load_file(str(full / "model.safetensors")), load_file(str(killed / "model.safetensors"))
     assert a.keys() == b.keys()

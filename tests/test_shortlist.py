@@ -76,7 +76,7 @@ def test_deep_shallow_sizes_train_export_and_match_hf(tmp_path, size):
     model = build_model(cfg, v.size, v.pad_id, v.eos_id, seed=1)
     assert (model.config.encoder_layers, model.config.decoder_layers) == {
         "student-2-1": (2, 1), "student-6-1": (6, 1), "student-4-1": (4, 1), "student-6-2": (6, 2)}[size]
-    tc = TrainConfig(max_tokens=512, lr=1e-3, warmup_steps=50, max_epochs=10, max_steps=200, val_bleu=False,
+    tc = TrainConfig(max_tokens=512, lr=1e-3, warmup_steps=50, max_epochs=10, max_steps=100, val_bleu=False,
                      log_every=20, ckpt_every=10_000)
     train(tmp_path / "m", tc, model, v, TrainData(src, tgt, vs, vt), progress=False)
     nll = [r["nll"] for r in map(json.loads, (tmp_path / "m" / "metrics.jsonl").read_text().splitlines())

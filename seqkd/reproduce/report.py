@@ -166,11 +166,16 @@ def claims(rows: list[dict], best_name: str, speed: dict, seeds: dict) -> dict:
     ok = [r for r in pruned if r["x_fewer_than_teacher"] >= Z1_RATIO and r["beam_vs_teacher"] >= -0.4]
     z1 = max(ok, key=lambda r: r["x_fewer_than_teacher"]) if ok else max(
         (r for r in pruned if r["x_fewer_than_teacher"] >= Z1_RATIO), key=lambda r: r["bleu_beam"], default=None)
-    seeds_note = f" (means over {seeds['seq_kd']['n']} seeds)" if "seq_kd" in seeds else ""
+    def shown(system: str, key: str) -> str:  # mean ± sd over the seeds, or the one run's figure
+        return (f"{seeds[system][key]['mean']:.2f} ± {seeds[system][key]['sd']:.2f}" if system in seeds
+                else f"{by[system][key]:.2f}")
+
+    seeds_note = f" (mean ± sd over {seeds['seq_kd']['n']} seeds)" if "seq_kd" in seeds else ""
     return {
         "Q1": {"claim": "Seq-KD greedy >= baseline greedy + 2, and >= baseline beam",
-               "this_run": f"Seq-KD greedy {mean('seq_kd', 'bleu_greedy'):.2f}: {q1_g:+.2f} vs baseline greedy, "
-                           f"{q1_b:+.2f} vs baseline beam{seeds_note}",
+               "this_run": f"Seq-KD greedy {shown('seq_kd', 'bleu_greedy')} vs baseline greedy "
+                           f"{shown('baseline', 'bleu_greedy')} ({q1_g:+.2f}) and beam "
+                           f"{shown('baseline', 'bleu_beam')} ({q1_b:+.2f}){seeds_note}",
                "seq_kd_minus_baseline_greedy": q1_g, "seq_kd_greedy_minus_baseline_beam": q1_b,
                "paper": PAPER["Q1"], "holds": q1_g >= 2 and q1_b >= 0},
         "Q2": {"claim": "best student greedy within 0.5 BLEU of the teacher's beam",
@@ -357,7 +362,8 @@ def _machine(m: dict) -> str:
     if not m:
         return "-"
     isa = f" ({', '.join(m['isa'])})" if m.get("isa") else ""
-    return f"{m.get('cpu', '?')}{isa}, {m.get('threads', '?')} threads" + (f", {m['gpu']}" if m.get("gpu") else "")
+    n = m.get("threads", "?")
+    return f"{m.get('cpu', '?')}{isa}, {n} thread{'' if n == 1 else 's'}" + (f", {m['gpu']}" if m.get("gpu") else "")
 
 
 def _plots(out: Path, res: dict) -> None:
