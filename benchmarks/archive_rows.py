@@ -1,7 +1,8 @@
 """Question: what did the archived stages of a grid measure? A markdown row per stage from the run archive alone
 (no run folder): stage clock, epochs (best epoch), best validation BLEU, test BLEU greedy / beam; then the seeds'
 mean ± sd of baseline and seq_kd (test greedy / beam, best val BLEU); a choice stage (best, fast, int8_pick) prints
-what it chose and its candidates' figures. Chapter 3's table in
+what it chose and its candidates' figures, the `speed` stage its S1 timing; `--params`, each stage's non-zero
+parameters against the teacher's (Z1). Chapter 3's table in
 docs/results/multi30k-de-en/README.md came from
 
     SEQKD_DATA=../shared/data/multi30k python benchmarks/archive_rows.py docs/results/multi30k-de-en/archive \
@@ -48,6 +49,17 @@ def _row(arch: Archive, hashes: dict, name: str) -> tuple[str, dict]:
             + score), test
 
 
+def _speed(sp: dict) -> str:
+    """The speed stage's S1 line: the teacher's beam and the student's greedy sentences/s (median of the interleaved
+    repetitions, range), test BLEU, and the ratio."""
+    tb, sg = sp["teacher_beam"], sp["student_greedy"]
+    return (f"speed ({sp['n']} sentences, {sp['threads']} threads, {len(tb['seconds'])} interleaved repetitions): "
+            f"teacher beam {tb['sent_per_s_median']:.0f} sent/s ({tb['sent_per_s_min']:.0f}-{tb['sent_per_s_max']:.0f})"
+            f", BLEU {tb['bleu']:.2f}; {sp['student']} greedy {sg['sent_per_s_median']:.0f} sent/s "
+            f"({sg['sent_per_s_min']:.0f}-{sg['sent_per_s_max']:.0f}), BLEU {sg['bleu']:.2f}; "
+            f"{sp['speedup_median']:.1f}x (range {sp['speedup_range'][0]:.1f}-{sp['speedup_range'][1]:.1f}x)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("archive")
@@ -55,6 +67,7 @@ def main() -> None:
     ap.add_argument("--preset", default="multi30k")
     ap.add_argument("--src", default="de")
     ap.add_argument("--tgt", default="en")
+    ap.add_argument("--params", action="store_true", help="also each stage's (non-zero) parameters (Z1)")
     a = ap.parse_args()
     cfg = load_preset(a.preset)
     cfg.data.src, cfg.data.tgt = a.src, a.tgt
@@ -68,8 +81,17 @@ def main() -> None:
         files = (arch.entry(name, hashes[name]) or {}).get("files", {})
         if "pick.json" in files:  # a choice (best, fast, int8_pick): what it chose, and on what
             print(f"{name}: {json.dumps(_json(arch, name, hashes[name], 'pick.json'))}")
+        elif "speed.json" in files:  # S1: each system's interleaved timing (median, range) and the ratio
+            print(_speed(_json(arch, name, hashes[name], "speed.json")))
         else:
             print(_row(arch, hashes, name)[0])
+    if a.params:  # Z1's counts: parameters, non-zero ones, and how many times fewer than the teacher's
+        teacher = _json(arch, "eval_teacher", hashes["eval_teacher"], "row.json")["params_total"]
+        for name in a.stages:
+            if (ev := f"eval_{name}") in hashes and arch.entry(ev, hashes[ev]):
+                r = _json(arch, ev, hashes[ev], "row.json")
+                print(f"{name}: {r['params_total']:,} parameters, {r['params_nonzero']:,} non-zero, "
+                      f"{teacher / r['params_nonzero']:.1f}x fewer than the teacher's {teacher:,}")
     for base in ("baseline", "seq_kd"):
         names = [base] + [f"{base}-seed{s}" for s in cfg.seeds[1:]]
         if all(arch.entry(f"eval_{n}", hashes[f"eval_{n}"]) for n in names):

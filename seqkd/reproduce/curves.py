@@ -54,3 +54,16 @@ def panels(graph: list[Stage], small_suffix: str) -> dict[str, list[str]]:
         out.setdefault(panel, []).append(s.name)
     order = [TEACHER, SCRATCH, FINETUNE, SEEDS, FAST, PRUNED, SCRATCH + SECOND, FINETUNE + SECOND]
     return {p: out[p] for p in order if p in out}
+
+
+def training_curves(out: Path, graph: list[Stage], small_suffix: str) -> tuple[dict, dict]:
+    """Every training stage's validation curve ({stage: {"epoch": [...], "val_bleu": [...]}}, greedy BLEU per
+    validated epoch, from its metrics.jsonl; a pruning round's is its Seq-Inter fine-tuning's) and the report's
+    panels of them (`panels`, stages without a curve left out)."""
+    curves, by_panel = {}, {}
+    for panel, names in panels(graph, small_suffix).items():
+        for name in names:
+            if c := val_curve(out / name):
+                curves[name] = {"epoch": sorted(c), "val_bleu": [c[e] for e in sorted(c)]}
+                by_panel.setdefault(panel, []).append(name)
+    return curves, by_panel

@@ -9,7 +9,7 @@ from pathlib import Path
 from seqkd.data.corpus import read_lines
 from seqkd.inference.evaluate import paired_significance
 from seqkd.inference.plots import Panel, Point, Series, frontier_plot
-from seqkd.reproduce.curves import panels, val_curve
+from seqkd.reproduce.curves import training_curves
 from seqkd.reproduce.graph import Stage, eval_name, systems
 from seqkd.reproduce.machine import machine_info
 from seqkd.util.fsutil import read_json, write_json, write_text
@@ -56,19 +56,6 @@ def write_report(out: Path, cfg, runner, graph: list[Stage], wall: float, refs: 
     write_text(out / "report.md", _markdown(results))
     _plots(out, results)
     return results
-
-
-def training_curves(out: Path, graph: list[Stage], small_suffix: str) -> tuple[dict, dict]:
-    """Every training stage's validation curve ({stage: {"epoch": [...], "val_bleu": [...]}}, greedy BLEU per
-    validated epoch, from its metrics.jsonl; a pruning round's is its Seq-Inter fine-tuning's) and the report's
-    panels of them (`curves.panels`, stages without a curve left out)."""
-    curves, by_panel = {}, {}
-    for panel, names in panels(graph, small_suffix).items():
-        for name in names:
-            if c := val_curve(out / name):
-                curves[name] = {"epoch": sorted(c), "val_bleu": [c[e] for e in sorted(c)]}
-                by_panel.setdefault(panel, []).append(name)
-    return curves, by_panel
 
 
 def seed_stats(rows: list[dict], seeds, keys: tuple[str, ...] = ("bleu_greedy", "bleu_beam")) -> dict:
@@ -166,9 +153,9 @@ def claims(rows: list[dict], best_name: str, speed: dict, seeds: dict) -> dict:
     ok = [r for r in pruned if r["x_fewer_than_teacher"] >= Z1_RATIO and r["beam_vs_teacher"] >= -0.4]
     z1 = max(ok, key=lambda r: r["x_fewer_than_teacher"]) if ok else max(
         (r for r in pruned if r["x_fewer_than_teacher"] >= Z1_RATIO), key=lambda r: r["bleu_beam"], default=None)
-    def shown(system: str, key: str) -> str:  # mean ± sd over the seeds, or the one run's figure
-        return (f"{seeds[system][key]['mean']:.2f} ± {seeds[system][key]['sd']:.2f}" if system in seeds
-                else f"{by[system][key]:.2f}")
+
+    def shown(system: str, key: str) -> str:  # `mean`, with the seeds' sd where there are seeds
+        return f"{mean(system, key):.2f}" + (f" ± {seeds[system][key]['sd']:.2f}" if system in seeds else "")
 
     seeds_note = f" (mean ± sd over {seeds['seq_kd']['n']} seeds)" if "seq_kd" in seeds else ""
     return {
