@@ -161,7 +161,7 @@ def test_seeds_and_claims_in_report(tiny_run):
     assert sp["tuned_on"] == "validation"
     for key in ("teacher_beam", "student_greedy", "fast_greedy"):
         tuning = sp[key]["tuning"]
-        assert tuning["sentences"] == 30 and len(tuning["trials"]) >= 4, key  # tiny: eval_max_sents val lines
+        assert tuning["sentences"] == 10 and len(tuning["trials"]) >= 4, key  # tiny: tune_max_sents val lines
         assert sp[key]["settings"] == {k: v for k, v in tuning["best"].items() if k != "vmap"}, key
         assert tuning["best_result"]["bleu"] >= tuning["default_bleu"] - 0.2, key
     assert sp["teacher_beam"]["settings"]["return_scores"]  # never switched off for beam search

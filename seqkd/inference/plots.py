@@ -64,10 +64,14 @@ def frontier_plot(series: list[Series], panels: list[Panel], path: str | Path, t
         for i, s in enumerate(series):  # colour x marker: a unique symbol for up to 100 series
             ci, mi = s.style or (i % 10, i // 10)
             color, mk = cmap(ci % 10), markers[mi % len(markers)]
-            for j, p in enumerate(s.points):
-                kw = {"color": color} if p.filled else {"facecolors": "none", "edgecolors": [color]}
-                ax.scatter(p.x[pn.key], p.bleu, marker=mk, label=s.label if j == 0 else None, **kw)
-                xy.append((p.x[pn.key], p.bleu))
+            for filled in (True, False):  # one scatter call per series and fill: 100 points draw in one
+                pts = [p for p in s.points if p.filled == filled]
+                if pts:
+                    kw = {"color": color} if filled else {"facecolors": "none", "edgecolors": [color]}
+                    first = pts[0] is s.points[0]
+                    ax.scatter([p.x[pn.key] for p in pts], [p.bleu for p in pts], marker=mk,
+                               label=s.label if first else None, **kw)
+            xy += [(p.x[pn.key], p.bleu) for p in s.points]
         front = pareto([(pn.better * x, y) for x, y in xy])
         ax.plot([xy[i][0] for i in front], [xy[i][1] for i in front], "k--", lw=1, label="Pareto front")
         ax.set_xscale("log")

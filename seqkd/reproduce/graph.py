@@ -162,7 +162,8 @@ def build(cfg, gi: GraphInput) -> list[Stage]:
     g = _with_evaluations(g, gi)
     g.append(Stage("speed", "speed", ("teacher", "best", *(["fast", "shortlist"] if fast else [])),
                    {"repeats": cfg.speed_repeats, "fast": bool(fast), **gi.test_id,
-                    **({"tune": cfg.tune_max_bleu_drop} if cfg.tune_decoding else {})},
+                    **({"tune": cfg.tune_max_bleu_drop} if cfg.tune_decoding else {}),
+                    **({"tune_n": cfg.tune_max_sents} if cfg.tune_decoding and cfg.tune_max_sents else {})},
                    ("speed", (bool(fast),)), solo=True))
     return g
 

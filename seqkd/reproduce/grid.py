@@ -368,7 +368,7 @@ class Grid:
                 stop = stop or e
                 continue
             threads = every if s.solo else max(1, every // jobs)
-            log.info("stage %s: running (%d threads)", s.name, threads)
+            log.info("stage %s: running (%d thread%s)", s.name, threads, "" if threads == 1 else "s")
             running[pool.submit(_work, self.cfg, self.r.out, s, self.h, threads, self.S.refs, self.S.test,
                                 self.r.progress)] = s
         return stop

@@ -92,6 +92,7 @@ class ReproduceConfig:
     speed_repeats: int = 3
     tune_decoding: bool = True  # S1 with each model's fastest CTranslate2 settings, chosen on validation
     tune_max_bleu_drop: float = 0.2  # a setting that changes the output (int8) may cost this much val BLEU
+    tune_max_sents: int = 0  # validation sentences the tuning decodes (0: eval_max_sents, or all)
     bootstrap_samples: int = 1000
     threads: int = 0
     jobs: int = 1  # stages run side by side (`--jobs`), each with threads / jobs threads; changes no result

@@ -211,7 +211,7 @@ def _claims_md(res: dict) -> list[str]:
     if res.get("note"):
         lines += [f"**{res['note'][0].upper() + res['note'][1:]}.**", ""]
     lines += [f"# seqkd reproduce: preset `{res['preset']}`, {res['src']}->{res['tgt']}, test {res['test_set']}", ""]
-    lines += [f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads, GPU: {m['gpu'] or 'none'}; "
+    lines += [f"Machine: {m['cpu']}, {m['cores']} cores, {_count(m['threads'], 'thread')}, GPU: {m['gpu'] or 'none'}; "
               f"Python {m['python']}; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".",
               f"Total stage wall time: {res['wall_seconds'] / 3600:.2f} h. Best student (validation BLEU): "
               f"`{res['best_student']}`.", "", f"sacreBLEU signature: `{res['sacrebleu_signature']}`", "",
@@ -273,11 +273,17 @@ def _pruning_md(res: dict) -> list[str]:
     return lines
 
 
+def _count(n: int, word: str) -> str:
+    """'1 thread', '2 threads'."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _speed_md(res: dict) -> list[str]:
     """The speed measurement (S1) and, when there is one, the fast student's table."""
     sp = res["speed"]
     tb, sg = sp["teacher_beam"], sp["student_greedy"]
-    lines = ["", f"Speed (S1): CTranslate2, {_settings(sp)}, {sp['threads'] or 'all'} threads, {sp['n']} test "
+    threads = _count(sp["threads"], "thread") if sp["threads"] else "all threads"
+    lines = ["", f"Speed (S1): CTranslate2, {_settings(sp)}, {threads}, {sp['n']} test "
              f"sentences, "
              f"{len(tb['seconds'])} interleaved repetitions: teacher beam {tb['sent_per_s_median']:.0f} sent/s "
              f"(range {tb['sent_per_s_min']:.0f}-{tb['sent_per_s_max']:.0f}), `{sp['student']}` greedy "
@@ -350,7 +356,7 @@ def _machine(m: dict) -> str:
         return "-"
     isa = f" ({', '.join(m['isa'])})" if m.get("isa") else ""
     n = m.get("threads", "?")
-    return f"{m.get('cpu', '?')}{isa}, {n} thread{'' if n == 1 else 's'}" + (f", {m['gpu']}" if m.get("gpu") else "")
+    return f"{m.get('cpu', '?')}{isa}, {_count(n, 'thread')}" + (f", {m['gpu']}" if m.get("gpu") else "")
 
 
 def _plots(out: Path, res: dict) -> None:

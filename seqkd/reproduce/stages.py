@@ -309,7 +309,7 @@ class Stages:
         """Each measured system's fastest decoding settings (thread layout, batching, scores, int8), chosen
         on the validation set so that S1 compares best against best (`decode_tune.sweep`)."""
         src, ref = self.refs.val_src, self.refs.val_tgt
-        n = self.cfg.eval_max_sents or len(src)
+        n = self.cfg.tune_max_sents or self.cfg.eval_max_sents or len(src)
         return {k: sweep(str(self._model(m)), beam, src[:n], ref[:n], self.cfg.threads, None,
                          max(1, self.cfg.speed_repeats), self.cfg.tune_max_bleu_drop, ENGINE_FACTORS, cfgs[k])
                 for k, (m, beam, _) in runs.items()}
