@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from seqkd.reproduce.report import s1_claim
+from seqkd.reproduce.report import columns_note, s1_claim
 
 
 def _decoding(sent_per_s: list[float], bleu: float) -> dict:
@@ -40,3 +40,13 @@ def test_s1_without_fast_students_uses_the_best_student():
     s1 = s1_claim(speed)
     assert s1["decoding"] == "student_greedy" and s1["model"] == "seq_kd+seq_inter"
     assert s1["speedup"] == pytest.approx(310 / 45) and not s1["holds"]  # within 1 BLEU, but under 10x
+
+
+def test_the_speed_columns_say_when_evaluations_ran_beside_another_stage():
+    """Under `--jobs 2` the evaluation stages time each system on 1 of the run's 2 threads, with a stage beside
+    them: the report says so. Evaluated on all the run's threads, it does not."""
+    res = {"machine": {"threads": 2}, "systems": [{"machine": {"threads": 1}}, {"machine": {"threads": 2}}]}
+    assert "another stage running beside them" in columns_note(res)
+    res["systems"][0]["machine"]["threads"] = 2
+    assert "another stage running beside them" not in columns_note(res)
+

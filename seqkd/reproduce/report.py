@@ -42,7 +42,10 @@ def write_report(out: Path, cfg, runner, graph: list[Stage], wall: float, refs: 
         "preset": cfg.preset, "note": cfg.note, "src": cfg.data.src, "tgt": cfg.data.tgt,
         "test_set": f"{cfg.data.corpus}:{cfg.data.test_split}", "sacrebleu_signature": rows[0]["bleu_signature"],
         "wall_seconds": sum(runner.seconds.values()), "wall_seconds_this_invocation": wall,
-        "stage_seconds": runner.seconds, "stage_machines": runner.machines, "stages_run_now": runner.ran,
+        # in the graph's order, however `--jobs` interleaved them: the same table for any schedule
+        "stage_seconds": {s.name: runner.seconds[s.name] for s in graph if s.name in runner.seconds},
+        "stage_machines": {s.name: runner.machines[s.name] for s in graph if s.name in runner.machines},
+        "stages_run_now": runner.ran,
         "best_student": best,
         "machine": machine_info(cfg.threads), "config": asdict(cfg), "systems": rows,
         "seeds": seed_stats(rows, cfg.seeds), "speed": speed,
@@ -288,7 +291,7 @@ def _speed_md(res: dict) -> list[str]:
              f"{len(tb['seconds'])} interleaved repetitions: teacher beam {tb['sent_per_s_median']:.0f} sent/s "
              f"(range {tb['sent_per_s_min']:.0f}-{tb['sent_per_s_max']:.0f}), `{sp['student']}` greedy "
              f"{sg['sent_per_s_median']:.0f} sent/s (range {sg['sent_per_s_min']:.0f}-{sg['sent_per_s_max']:.0f}). "
-             + _columns_note(res)]
+             + columns_note(res)]
     if sp.get("fast"):
         fp = res.get("fast_pick", {})
         if fp.get("within_budget", True):
@@ -311,7 +314,7 @@ def _speed_md(res: dict) -> list[str]:
     return lines
 
 
-def _columns_note(res: dict) -> str:
+def columns_note(res: dict) -> str:
     """How the per-system speed columns were timed: one pass each, and on fewer threads than the run (a stage
     beside them, under `--jobs`) where the evaluation stages had fewer."""
     note = "The per-system speed and latency columns come from one pass each"
