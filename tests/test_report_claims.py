@@ -49,4 +49,3 @@ def test_the_speed_columns_say_when_evaluations_ran_beside_another_stage():
     assert "another stage running beside them" in columns_note(res)
     res["systems"][0]["machine"]["threads"] = 2
     assert "another stage running beside them" not in columns_note(res)
-
