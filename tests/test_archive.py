@@ -253,7 +253,9 @@ def test_the_whole_grid_with_two_jobs_equals_one(multi30k_dir, tmp_path):
     the last digits of PPL and, through training, in a few outputs: float sums in another order; not on how many
     stages run beside it.)"""
     one, two = tmp_path / "one", tmp_path / "two"
-    subprocess.run(reproduce_cmd(two, multi30k_dir, "--jobs", "2"), check=True, capture_output=True, timeout=1800)
+    cmd = reproduce_cmd(two, multi30k_dir, "--jobs", "2")
+    cmd[cmd.index("--threads") + 1] = "2"
+    subprocess.run(cmd, check=True, capture_output=True, timeout=1800)
     for threads, more in (("2", ["--stop-after", "data_seq_inter"]), ("1", [])):
         cmd = reproduce_cmd(one, multi30k_dir, "--jobs", "1", *more)
         cmd[cmd.index("--threads") + 1] = threads
