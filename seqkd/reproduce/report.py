@@ -376,10 +376,10 @@ def _plots(out: Path, res: dict) -> None:
     ax.bar([i + 0.2 for i in x], [r["bleu_beam"] for r in rows], 0.4, label="beam")
     ax.set_xticks(list(x), names, rotation=45, ha="right")
     ax.set_ylabel("BLEU")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the axes: over the bars it hides the last ones
     ax.set_title("BLEU, greedy vs beam")
     fig.tight_layout()
-    fig.savefig(out / "bleu_greedy_beam.png", dpi=110)
+    fig.savefig(out / "bleu_greedy_beam.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
 
     _speed_plot(out, rows)
