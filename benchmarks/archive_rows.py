@@ -34,9 +34,10 @@ def _row(arch: Archive, hashes: dict, name: str) -> tuple[str, dict]:
     epochs or validation BLEU: "-")."""
     h, ev = hashes[name], f"eval_{name}"
     test = _json(arch, ev, hashes[ev], "row.json") if ev in hashes and arch.entry(ev, hashes[ev]) else {}
-    minutes = arch.entry(name, h)["seconds"] / 60
+    entry = arch.entry(name, h)
+    minutes = entry["seconds"] / 60
     score = f"{test['bleu_greedy']:.2f} / {test['bleu_beam']:.2f} |" if "bleu_beam" in test else "- |"
-    if "train_result.json" not in arch.entry(name, h).get("files", {}):  # no training (an export): clock, test
+    if "train_result.json" not in entry.get("files", {}):  # no training (an export): clock, test
         return f"| {name} | {minutes:.1f} min | - | - | " + score, test
     tr = _json(arch, name, h, "train_result.json")
     epoch = {}

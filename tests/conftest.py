@@ -140,8 +140,8 @@ TIMING = {"sent_per_s_greedy", "sent_per_s_beam", "seconds_greedy", "seconds_bea
 
 
 def reproduce_cmd(out: Path, data_dir: Path, *extra: str) -> list[str]:
-    """The tiny grid on one thread: its models are too small to gain from a second (the whole grid took 39.9 s on
-    one thread, 50.5 s on two: docs/results/tests-avx2/README.md)."""
+    """The tiny grid on one thread: its models are too small to gain from a second (the whole grid took 43.5 s on
+    one thread, 50.4 s on two: benchmarks/tiny_threads.py, docs/results/tests-avx2/README.md)."""
     return [sys.executable, "-m", "seqkd", "reproduce", "--preset", "tiny", "--data-dir", str(data_dir),
             "--out", str(out), "--quiet", "--threads", "1", *extra]
 
